@@ -1,0 +1,43 @@
+"""emc, the Embedded Model Converter: Keras / TensorLayer networks -> K210 kmodel v3/v4 or C for MCUs."""
+from .errors import (DatasetError, EmcError, GraphError, KModelFormatError, ModelLoadError, PlatformLimitError,
+                     QuantizationError, UnsupportedLayerError)
+from .graph import Graph
+
+__version__ = "0.1.0"
+
+
+def load_model(source):
+    """Any supported network (Keras / TensorLayer object or file, or a Graph) -> emc.Graph."""
+    from .frontends import load_model as _load
+    return _load(source)
+
+
+def convert(net, platform="k210", **kwargs):
+    """Convert a network for a platform; see emc.convert.convert."""
+    from .convert import convert as _convert
+    return _convert(net, platform=platform, **kwargs)
+
+
+def save_kmodel(net, path, dataset_dir, dataset_func="img_0_1", quant_func="minmax", quant_bit=8, version=3,
+                **options):
+    """Maix-EMC's call: write a K210 kmodel for net; returns the report."""
+    from .convert import save_kmodel as _save
+    return _save(net, path, dataset_dir, dataset_func=dataset_func, quant_func=quant_func, quant_bit=quant_bit,
+                 version=version, **options)
+
+
+def load_kmodel(path_or_bytes):
+    """Parse a kmodel v3 or v4 made by anyone (emc, nncase, Maix-EMC)."""
+    from .platforms.k210.kmodel import load_kmodel as _load
+    return _load(path_or_bytes)
+
+
+def run_kmodel(model, x, **kwargs):
+    """Compute on the PC exactly what the K210 computes for x; returns the list of outputs."""
+    from .platforms.k210.kmodel import run_kmodel as _run
+    return _run(model, x, **kwargs)
+
+
+__all__ = ["EmcError", "UnsupportedLayerError", "ModelLoadError", "GraphError", "DatasetError",
+           "QuantizationError", "PlatformLimitError", "KModelFormatError", "Graph", "load_model", "convert",
+           "save_kmodel", "load_kmodel", "run_kmodel", "__version__"]

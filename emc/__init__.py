@@ -2,6 +2,7 @@
 from .errors import (DatasetError, EmcError, GraphError, KModelFormatError, ModelLoadError, PlatformLimitError,
                      QuantizationError, UnsupportedLayerError)
 from .graph import Graph
+from . import datasets, platforms, quant  # registries: emc.datasets.register, emc.quant.register ...
 
 __version__ = "0.1.0"
 

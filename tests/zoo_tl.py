@@ -1,0 +1,124 @@
+"""TensorLayer 2.x static models with seeded random weights (the TensorLayer side of the test zoo)."""
+import numpy as np
+
+TL_ZOO = {}
+TL_ZOO_INFO = {}
+
+
+def tl_modules():
+    """Import TensorLayer (numpy 2 lacks np.float, which TensorLayer 2.2.5's SeparableConv2d still uses)."""
+    if not hasattr(np, "float"):
+        np.float = float
+    import tensorflow as tf
+    import tensorlayer as tl
+    return tf, tl
+
+
+def zoo(name, kpu_eligible):
+    def wrap(fn):
+        TL_ZOO[name] = fn
+        TL_ZOO_INFO[name] = {"kpu_eligible": kpu_eligible}
+        return fn
+    return wrap
+
+
+_BUILDS = iter(range(1_000_000))
+
+
+def unique(name):
+    """TensorLayer refuses a model name used before in the process."""
+    return f"{name}_{next(_BUILDS)}"
+
+
+def randomise(model, seed):
+    """Random weights everywhere, BatchNorm statistics included (variances positive)."""
+    rng = np.random.default_rng(seed)
+    for w in model.all_weights:
+        shape = tuple(w.shape)
+        if "moving_var" in w.name:
+            value = rng.uniform(0.5, 2.0, shape)
+        elif "gamma" in w.name:
+            value = rng.uniform(0.5, 1.5, shape)
+        else:
+            fan_in = np.prod(shape[:-1]) if len(shape) > 1 else 4
+            value = rng.normal(0, 1 / np.sqrt(fan_in), shape)
+        w.assign(value.astype(np.float32))
+    model.eval()
+    return model
+
+
+def maixemc_cifar_layers(tf, tl, ni):
+    from tensorlayer.layers import BatchNorm, Conv2d, Dense, Flatten, MaxPool2d
+    n = Conv2d(32, (3, 3), (1, 1), padding="SAME", name="conv1")(ni)
+    n = BatchNorm(act=tf.nn.relu, name="batch1")(n)
+    n = MaxPool2d((3, 3), (2, 2), padding="SAME", name="pool1")(n)
+    n = Conv2d(64, (3, 3), (1, 1), padding="SAME", name="conv2")(n)
+    n = BatchNorm(act=tf.nn.relu, name="batch2")(n)
+    n = MaxPool2d((3, 3), (2, 2), padding="SAME", name="pool2")(n)
+    n = Flatten(name="flatten")(n)
+    n = Dense(16, act=tf.nn.relu, name="denserelu")(n)
+    return Dense(10, name="output")(n)
+
+
+@zoo("tl_maixemc_cifar", False)
+def tl_maixemc_cifar():
+    tf, tl = tl_modules()
+    from tensorlayer.layers import Input
+    ni = Input([None, 32, 32, 3], name="input")
+    return randomise(tl.models.Model(ni, maixemc_cifar_layers(tf, tl, ni), name=unique("cnn")), 1)
+
+
+@zoo("tl_mobilenet_like", True)
+def tl_mobilenet_like():
+    tf, tl = tl_modules()
+    from tensorlayer.layers import (BatchNorm, Conv2d, Dense, DepthwiseConv2d, GlobalMeanPool2d, Input,
+                                    ZeroPad2d)
+    ni = Input([None, 32, 32, 3])
+    n = ZeroPad2d(((1, 1), (1, 1)))(ni)
+    n = Conv2d(8, (3, 3), (2, 2), padding="VALID", b_init=None)(n)
+    n = BatchNorm(act=tf.nn.relu6)(n)
+    for filters, stride in [(16, 1), (32, 2), (32, 1)]:
+        if stride == 2:
+            n = ZeroPad2d(((1, 1), (1, 1)))(n)
+        n = DepthwiseConv2d((3, 3), (stride, stride), padding="VALID" if stride == 2 else "SAME", b_init=None)(n)
+        n = BatchNorm(act=tf.nn.relu6)(n)
+        n = Conv2d(filters, (1, 1), (1, 1), b_init=None)(n)
+        n = BatchNorm(act=tf.nn.relu6)(n)
+    n = GlobalMeanPool2d()(n)
+    return randomise(tl.models.Model(ni, Dense(10)(n), name=unique("mobilenet_like")), 2)
+
+
+@zoo("tl_branchy", True)
+def tl_branchy():
+    tf, tl = tl_modules()
+    from tensorlayer.layers import Concat, Conv2d, Elementwise, Flatten, Dense, Input, MaxPool2d
+    ni = Input([None, 16, 16, 3])
+    a = Conv2d(8, (3, 3), (1, 1), act=tf.nn.relu)(ni)
+    b = Conv2d(8, (1, 1), (1, 1), act=lambda x: tl.act.lrelu(x, 0.1))(ni)
+    s = Elementwise(tf.add)([a, b])
+    c = Concat(-1)([s, a])
+    n = MaxPool2d((2, 2), (2, 2), padding="SAME")(c)
+    return randomise(tl.models.Model(ni, Dense(4)(Flatten()(n)), name=unique("branchy")), 3)
+
+
+@zoo("tl_separable_pools", False)
+def tl_separable_pools():
+    tf, tl = tl_modules()
+    from tensorlayer.layers import (Dense, GlobalMaxPool2d, Input, MaxPool2d, MeanPool2d, SeparableConv2d,
+                                    UpSampling2d, Dropout)
+    ni = Input([None, 12, 12, 4])
+    n = SeparableConv2d(8, (3, 3), (1, 1), act=tf.nn.relu, padding="same")(ni)
+    n = MeanPool2d((3, 3), (2, 2), padding="SAME")(n)
+    n = UpSampling2d((2, 2), method="nearest")(n)
+    n = MaxPool2d((2, 2), (1, 1), padding="VALID")(n)
+    n = Dropout(0.8)(GlobalMaxPool2d()(n))
+    return randomise(tl.models.Model(ni, Dense(3, act=tf.nn.sigmoid)(n), name=unique("separable_pools")), 4)
+
+
+@zoo("tl_mlp", True)
+def tl_mlp():
+    tf, tl = tl_modules()
+    from tensorlayer.layers import Dense, Input
+    ni = Input([None, 4])
+    n = Dense(10, act=tf.nn.relu)(ni)
+    return randomise(tl.models.Model(ni, Dense(3, act=tf.nn.softmax)(n), name=unique("mlp")), 5)

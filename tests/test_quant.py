@@ -109,3 +109,12 @@ def test_affine_params_represent_zero_and_round_trip():
     assert -128 <= zp <= 127
     w = RNG.normal(size=(3, 3, 4, 5))
     np.testing.assert_allclose(per_channel_symmetric(w, axis=-1), np.abs(w).reshape(-1, 5).max(0) / 127)
+
+
+def test_ranges_never_empty_for_positive_tensors():
+    x = np.full((50, 100), 1e-3, np.float32)
+    x[:, 0] = 0.9                          # softmax-like: positive minimum, a few large values
+    s = stats_of(x)
+    for name in quant.names():
+        lo, hi = quant.get(name)(s)
+        assert lo <= hi, name

@@ -30,7 +30,9 @@ def _magnitude_hist(stats):
 
 
 def _clip_range(stats, threshold):
-    return max(stats.min, -threshold) if stats.min < 0 else stats.min, min(stats.max, threshold)
+    """[-threshold, threshold] within the observed range, never empty."""
+    lo = max(stats.min, -threshold) if stats.min < 0 else stats.min
+    return lo, max(min(stats.max, threshold), lo)
 
 
 def kld(stats, levels=None):
@@ -49,21 +51,17 @@ def kld(stats, levels=None):
     if top <= levels:
         return stats.min, stats.max
     best, best_i = np.inf, top
-    step = max(1, (top - levels) // 512)
+    step = max(1, (top - levels) // 256)
     for i in range(levels, top + 1, step):
-        p = hist[:i].astype(np.float64)
-        p[-1] += hist[i:].sum()
-        chunks = np.array_split(np.arange(i), levels)
-        q = np.zeros(i)
-        for chunk in chunks:
-            part = hist[chunk]
-            used = part > 0
-            if used.any():
-                q[chunk[used]] = part.sum() / used.sum()
-        mask = p > 0
-        qs, ps = q[mask], p[mask]
-        if np.any(qs == 0):
-            continue
+        ref = hist[:i].astype(np.float64)            # the clipped histogram, quantised into Q
+        p = ref.copy()
+        p[-1] += hist[i:].sum()                       # the reference P keeps the clipped mass in its last bin
+        level = np.arange(i) * levels // i           # which of the `levels` quantised bins each bin falls in
+        used = p > 0
+        sums = np.bincount(level, weights=ref, minlength=levels)
+        counts = np.bincount(level, weights=used, minlength=levels)
+        q = np.where(used, sums[level] / np.maximum(counts[level], 1), 0.0)
+        ps, qs = p[used], np.maximum(q[used], 1e-4)   # smoothing: an emptied bin costs, but finitely
         ps, qs = ps / ps.sum(), qs / qs.sum()
         divergence = float(np.sum(ps * np.log(ps / qs)))
         if divergence < best:

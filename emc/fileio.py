@@ -13,6 +13,9 @@ def write_atomic(path, data):
     try:
         with os.fdopen(fd, mode) as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)      # mkstemp creates 0600; outputs follow the user's umask
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

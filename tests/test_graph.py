@@ -134,3 +134,23 @@ def test_graph_errors_are_emc_errors():
     with pytest.raises(emc.GraphError, match="per-sample shape"):
         g.run(np.zeros((1, 5, 4, 2)))
     assert issubclass(emc.GraphError, emc.EmcError)
+
+
+def test_elementwise_broadcasts_lower_rank_inputs():
+    g = Graph()
+    a = g.add_input((4, 5, 3), "a")
+    b = g.add_input((3,), "b")
+    g.set_outputs(g.add(L.Elementwise("add"), [a, b]))
+    xa, xb = RNG.normal(size=(2, 4, 5, 3)), RNG.normal(size=(2, 3))
+    np.testing.assert_allclose(g.run([xa, xb])[0], xa + xb[:, None, None, :], rtol=1e-6)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+    from emc.fileio import write_atomic
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "f.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o644

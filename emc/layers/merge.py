@@ -34,6 +34,8 @@ class Elementwise(Op):
             raise GraphError(f"elementwise {self.op}: input shapes {list(in_shapes)} do not broadcast")
 
     def forward(self, xs):
+        rank = max(x.ndim for x in xs)       # align per-sample ranks behind the batch axis (numpy aligns from the right)
+        xs = [x.reshape((x.shape[0],) + (1,) * (rank - x.ndim) + x.shape[1:]) for x in xs]
         if self.op == "avg":
             return (functools.reduce(np.add, xs) / np.float32(len(xs))).astype(np.float32)
         return functools.reduce(ELEMENTWISE[self.op], xs).astype(np.float32, copy=False)

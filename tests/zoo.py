@@ -1,8 +1,11 @@
 """A zoo of Keras architectures with seeded random weights, shared by frontend and platform tests.
 
-KERAS_ZOO[name]() builds a model; ZOO_INFO[name]["kpu_eligible"] says whether the K210 KPU can run all its
-convolutions (1x1/3x3, stride 1, or stride 2 in the explicit ZeroPadding2D(1) + valid form, depthwise, BN,
-relu/relu6/leaky, 2x2 pools, dense, flatten, global average pool, add, concatenate).
+Import it as `from zoo import KERAS_ZOO, ZOO_INFO, sample_inputs` (tests/ is on sys.path under pytest).
+KERAS_ZOO[name]() builds a model. ZOO_INFO[name]["kpu_eligible"] says whether the K210 path can take the whole
+model with every convolution on the KPU: one input; convolutions 1x1/3x3 (depthwise 3x3, multiplier 1), no
+dilation, stride 1 unpadded or symmetric 'same', stride 2 unpadded (after an explicit ZeroPadding2D); 2x2/2
+pools; global average pool; BN; relu/relu6/leaky_relu (sigmoid, softmax at heads); dense, flatten, add,
+concatenate, nearest upsampling, pad/crop, Rescaling/Normalization at the input.
 """
 import numpy as np
 
@@ -231,10 +234,15 @@ def activations():
     keras.utils.set_random_seed(12)
     inp = keras.Input((6, 6, 4))
     x = inp
-    for act in ("sigmoid", "tanh", "hard_sigmoid", "swish", "hard_swish", "softplus", "softsign", "elu", "relu6"):
+    for act in ("sigmoid", "tanh", "hard_sigmoid", "swish", "silu", "hard_swish", "softplus", "softsign", "elu",
+                "relu6", "leaky_relu", keras.activations.tanh, keras.activations.hard_silu):
         x = k.Conv2D(4, 1, activation=act)(x)
     x = k.LeakyReLU(negative_slope=0.1)(x)
-    x = k.PReLU(alpha_initializer=keras.initializers.Constant(0.25))(x)
+    x = k.ReLU(negative_slope=0.05)(x)
+    x = k.ELU(alpha=0.5)(x)
+    x = k.Activation(keras.activations.relu6)(x)
+    x = k.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.1, 0.4))(x)
+    x = k.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.1, 0.4), shared_axes=[1, 2])(x)
     x = k.Flatten()(x)
     return keras.Model(inp, k.Softmax()(k.Dense(5)(x)), name="activations")
 
@@ -260,17 +268,18 @@ def conv1d():
     inp = keras.Input((32, 3))
     x = k.Conv1D(8, 5, padding="same", activation="relu")(inp)
     x = k.Conv1D(8, 3, strides=2, padding="valid")(x)
+    x = k.Conv1D(6, 3, dilation_rate=2, padding="causal", activation="tanh")(x)
     return keras.Model(inp, k.Dense(4)(k.Flatten()(x)), name="conv1d")
 
 
 @zoo("mlp_iris", True)
 def mlp_iris():
+    """A top-level Sequential model (the rest of the zoo is functional)."""
     keras = _keras()
     k = keras.layers
     keras.utils.set_random_seed(15)
-    inp = keras.Input((4,))
-    x = k.Dense(10, activation="relu")(inp)
-    return keras.Model(inp, k.Dense(3, activation="softmax")(x), name="mlp_iris")
+    return keras.Sequential([keras.Input((4,)), k.Dense(10, activation="relu"), k.Dense(3, activation="softmax")],
+                            name="mlp_iris")
 
 
 @zoo("merge_ops", False)
@@ -312,6 +321,37 @@ def nested_sequential():
     inp = keras.Input((8, 8, 2))
     x = body(inp)
     return finish(keras.Model(inp, k.Dense(3)(k.Flatten()(x)), name="nested_sequential"))
+
+
+
+@zoo("normalization_input", True)
+def normalization_input():
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(19)
+    inp = keras.Input((12, 12, 3))
+    x = k.Normalization(mean=[0.45, 0.5, 0.55], variance=[0.05, 0.08, 0.1])(inp)
+    x = conv_bn_relu(x, 8)
+    x = k.MaxPooling2D(2)(x)
+    return finish(keras.Model(inp, k.Dense(4)(k.GlobalAveragePooling2D()(x)), name="normalization_input"))
+
+
+@zoo("shared_and_nested", True)
+def shared_and_nested():
+    """One Conv2D layer called on two branches, and a nested functional model with two outputs."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(20)
+    inp = keras.Input((16, 16, 3))
+    stem = conv_bn_relu(inp, 8)
+    shared = k.Conv2D(8, 3, padding="same", activation="relu", name="shared_conv")
+    a = shared(stem)
+    b = shared(k.MaxPooling2D(2)(stem))
+    sub_in = keras.Input((16, 16, 8))
+    sub = keras.Model(sub_in, [k.Conv2D(8, 1)(sub_in), conv_bn_relu(sub_in, 8)], name="two_out_block")
+    p, q = sub(a)
+    x = k.Concatenate()([k.Add()([p, q]), k.UpSampling2D(2)(b)])
+    return finish(keras.Model(inp, k.Conv2D(4, 1)(x), name="shared_and_nested"))
 
 
 def sample_inputs(model, n=2, seed=0):

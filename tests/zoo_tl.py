@@ -121,4 +121,47 @@ def tl_mlp():
     from tensorlayer.layers import Dense, Input
     ni = Input([None, 4])
     n = Dense(10, act=tf.nn.relu)(ni)
-    return randomise(tl.models.Model(ni, Dense(3, act=tf.nn.softmax)(n), name=unique("mlp")), 5)
+    return randomise(tl.models.Model(ni, Dense(3)(n), name=unique("mlp")), 5)
+
+
+# ---- frontend-only cases: TensorLayer features the platform zoos need not carry --------------------------------
+TL_FRONTEND_CASES = {}
+
+
+def frontend_case(fn):
+    TL_FRONTEND_CASES[fn.__name__] = fn
+    return fn
+
+
+@frontend_case
+def tl_shared_multi_output():
+    """A layer called twice, two outputs, dilation, depth multiplier, PRelu, Reshape, BatchNorm1d, string acts."""
+    tf, tl = tl_modules()
+    from tensorlayer.layers import (BatchNorm1d, Concat, Conv2d, Dense, DepthwiseConv2d, Elementwise, Input,
+                                    PadLayer, PRelu, Reshape)
+    ni = Input([None, 10, 10, 3])
+    shared = Conv2d(4, (3, 3), (1, 1), act="lrelu0.1", padding="SAME")
+    a = shared(ni)
+    b = Conv2d(3, (3, 3), (1, 1), dilation_rate=(2, 2), padding="SAME", act=tf.nn.leaky_relu)(ni)
+    c = shared(b)
+    d = Elementwise(tf.subtract)([a, c])
+    e = DepthwiseConv2d((3, 3), (2, 2), padding="SAME", depth_multiplier=2, act=tf.nn.tanh)(PRelu()(d))
+    f = Reshape([-1, 5 * 5 * 8])(e)
+    g = BatchNorm1d(act="relu6")(Dense(6, b_init=None)(f))
+    k = Concat(1)([a, c])                                 # along height
+    m = Elementwise(tf.maximum, act=tf.nn.sigmoid)([k, PadLayer([[0, 0], [5, 5], [0, 0], [0, 0]])(a)])
+    n = Elementwise(tf.multiply)([Elementwise(tf.minimum)([a, c]), a])
+    model = tl.models.Model(ni, [g, m, n], name=unique("shared_multi_output"))
+    return randomise(model, 11)
+
+
+@frontend_case
+def tl_two_inputs():
+    """Two inputs, concatenated on the channel axis; the model's input order is kept."""
+    tf, tl = tl_modules()
+    from tensorlayer.layers import Concat, Conv2d, Dense, GlobalMeanPool2d, Input, MeanPool2d
+    x1, x2 = Input([None, 8, 8, 2]), Input([None, 8, 8, 1])
+    n = Concat(-1)([Conv2d(3, (1, 1), (1, 1))(x2), x1])
+    n = MeanPool2d((2, 2), (2, 2), padding="VALID")(Conv2d(4, (5, 5), (2, 2), padding="SAME", act=tf.nn.elu)(n))
+    n = Dense(3, act=tf.nn.softmax)(GlobalMeanPool2d()(n))
+    return randomise(tl.models.Model([x1, x2], n, name=unique("two_inputs")), 12)

@@ -1,17 +1,22 @@
 """Keras 3 (and tf.keras) models and .keras/.h5 files -> emc.Graph: one small handler per layer class."""
+import logging
+
 import numpy as np
 
 from .. import layers as L
 from ..errors import ModelLoadError, UnsupportedLayerError
 from ..graph import Graph
 
+log = logging.getLogger(__name__)
+
 HANDLERS = {}
-IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout",
-                   "AlphaDropout", "ActivityRegularization")
+IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+                   "GaussianDropout", "AlphaDropout", "ActivityRegularization")
 
 
 def handler(*class_names):
-    """Register fn(layer, config, inputs, graph) -> output tensor name for these Keras layer classes."""
+    """Register fn(layer, config, inputs, graph) -> output tensor name for these Keras layer classes.
+    For settings emc cannot express it raises UnsupportedLayerError(reason); the walker names the layer."""
     def wrap(fn):
         for name in class_names:
             HANDLERS[name] = fn
@@ -20,79 +25,96 @@ def handler(*class_names):
 
 
 def act_of(activation):
-    """emc Act of a Keras activation given as a function, a string or None."""
+    """emc Act of a Keras activation given as a built-in function, its name, or None."""
     import keras
     if activation is None:
         return L.LINEAR
-    name = activation if isinstance(activation, str) else keras.activations.serialize(activation)
-    if isinstance(name, dict):
-        name = name.get("config", name.get("class_name"))
-    return L.Act(str(name))
+    if isinstance(activation, str):
+        return L.Act(activation)
+    name = getattr(activation, "__name__", type(activation).__name__)
+    try:
+        builtin = keras.activations.get(name) is activation
+    except (ValueError, TypeError):
+        builtin = False
+    if not builtin:
+        raise UnsupportedLayerError(f"custom activation function '{name}' is not supported; use a built-in "
+                                    f"one: {', '.join(sorted(L.ACTIVATIONS))}")
+    return L.Act(name)
 
 
 def _weights(layer):
     return [np.asarray(w) for w in layer.get_weights()]
 
 
-def _spatial_pads(layer, config, in_shape, kernel, strides, dilation):
-    if config.get("padding", "valid") == "valid":
+def _bias(weights, index):
+    return weights[index] if len(weights) > index else None
+
+
+def _pair(value):
+    return (value, value) if isinstance(value, int) else tuple(value)
+
+
+def _spatial_pads(config, in_shape, kernel, strides, dilation):
+    padding = config.get("padding", "valid")
+    if padding == "valid":
         return (0, 0, 0, 0)
-    if config["padding"] != "same":
-        raise UnsupportedLayerError(f"layer '{layer.name}' ({type(layer).__name__}): padding "
-                                    f"'{config['padding']}' is not supported; use 'same' or 'valid'")
+    if padding != "same":
+        raise UnsupportedLayerError(f"padding '{padding}' is not supported; use 'same' or 'valid'")
     return (L.same_pads(in_shape[0], kernel[0], strides[0], dilation[0])
             + L.same_pads(in_shape[1], kernel[1], strides[1], dilation[1]))
 
 
-def _conv_geometry(layer, config, graph, inputs):
-    kernel = tuple(config["kernel_size"])
-    strides = tuple(config["strides"])
-    dilation = tuple(config.get("dilation_rate", (1, 1)))
-    pads = _spatial_pads(layer, config, graph[inputs[0]].shape, kernel, strides, dilation)
-    return strides, dilation, pads
+def _conv_geometry(config, graph, inputs):
+    if config.get("groups", 1) != 1:
+        raise UnsupportedLayerError(f"grouped convolution (groups={config['groups']}) is not supported; use "
+                                    f"DepthwiseConv2D or groups=1")
+    kernel, strides = _pair(config["kernel_size"]), _pair(config["strides"])
+    dilation = _pair(config.get("dilation_rate", 1))
+    return strides, dilation, _spatial_pads(config, graph[inputs[0]].shape, kernel, strides, dilation)
 
 
 @handler("Conv2D")
 def conv2d(layer, config, inputs, graph):
-    if config.get("groups", 1) != 1:
-        raise UnsupportedLayerError(f"layer '{layer.name}' (Conv2D): grouped convolution (groups="
-                                    f"{config['groups']}) is not supported; use DepthwiseConv2D or groups=1")
     w = _weights(layer)
-    strides, dilation, pads = _conv_geometry(layer, config, graph, inputs)
-    op = L.Conv2D(w[0], w[1] if len(w) > 1 else None, strides, dilation, pads, act_of(layer.activation))
+    strides, dilation, pads = _conv_geometry(config, graph, inputs)
+    op = L.Conv2D(w[0], _bias(w, 1), strides, dilation, pads, act_of(layer.activation))
     return graph.add(op, inputs, layer.name)
 
 
 @handler("DepthwiseConv2D")
 def depthwise_conv2d(layer, config, inputs, graph):
     w = _weights(layer)
-    strides, dilation, pads = _conv_geometry(layer, config, graph, inputs)
-    op = L.DepthwiseConv2D(w[0], w[1] if len(w) > 1 else None, strides, dilation, pads, act_of(layer.activation))
+    strides, dilation, pads = _conv_geometry(config, graph, inputs)
+    op = L.DepthwiseConv2D(w[0], _bias(w, 1), strides, dilation, pads, act_of(layer.activation))
     return graph.add(op, inputs, layer.name)
 
 
 @handler("SeparableConv2D")
 def separable_conv2d(layer, config, inputs, graph):
+    """A depthwise conv (no bias) followed by a 1x1 conv that carries the bias and the activation."""
     w = _weights(layer)
-    strides, dilation, pads = _conv_geometry(layer, config, graph, inputs)
+    strides, dilation, pads = _conv_geometry(config, graph, inputs)
+    act = act_of(layer.activation)
     dw = graph.add(L.DepthwiseConv2D(w[0], None, strides, dilation, pads), inputs, layer.name + "/depthwise")
-    op = L.Conv2D(w[1], w[2] if len(w) > 2 else None, activation=act_of(layer.activation))
-    return graph.add(op, [dw], layer.name)
+    return graph.add(L.Conv2D(w[1], _bias(w, 2), activation=act), [dw], layer.name)
 
 
 @handler("Conv1D")
 def conv1d(layer, config, inputs, graph):
     """A Conv1D over (L, C) runs as a Conv2D over a (1, L, C) view."""
+    if config.get("groups", 1) != 1:
+        raise UnsupportedLayerError(f"grouped convolution (groups={config['groups']}) is not supported")
     length, channels = graph[inputs[0]].shape
     w = _weights(layer)
     k, s, d = config["kernel_size"][0], config["strides"][0], config["dilation_rate"][0]
-    if config["padding"] == "causal":
-        pads = (0, 0, (k - 1) * d, 0)
-    else:
-        pads = (0, 0) + (L.same_pads(length, k, s, d) if config["padding"] == "same" else (0, 0))
+    pads_1d = {"valid": lambda: (0, 0), "same": lambda: L.same_pads(length, k, s, d),
+               "causal": lambda: ((k - 1) * d, 0)}
+    if config["padding"] not in pads_1d:
+        raise UnsupportedLayerError(f"padding '{config['padding']}' is not supported")
+    act = act_of(layer.activation)
     view = graph.add(L.Reshape((1, length, channels)), inputs, layer.name + "/as2d")
-    conv = graph.add(L.Conv2D(w[0][None], w[1] if len(w) > 1 else None, (1, s), (1, d), pads,
-                              act_of(layer.activation)), [view], layer.name + "/conv2d")
+    conv = graph.add(L.Conv2D(w[0][None], _bias(w, 1), (1, s), (1, d), (0, 0) + pads_1d[config["padding"]](), act),
+                     [view], layer.name + "/conv2d")
     out = graph[conv].shape
     return graph.add(L.Reshape((out[1], out[2])), [conv], layer.name)
 
@@ -100,17 +122,19 @@ def conv1d(layer, config, inputs, graph):
 @handler("Dense")
 def dense(layer, config, inputs, graph):
     w = _weights(layer)
-    return graph.add(L.Dense(w[0], w[1] if len(w) > 1 else None, act_of(layer.activation)), inputs, layer.name)
+    return graph.add(L.Dense(w[0], _bias(w, 1), act_of(layer.activation)), inputs, layer.name)
+
+
+def _last_axis_only(axis, rank, what):
+    """Accept an axis (or one-element list) that names the last axis of a tensor of this batched rank."""
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if not isinstance(axis, int) or axis % rank != rank - 1:
+        raise UnsupportedLayerError(f"{what} axis {axis} is not supported; emc works channels-last (axis=-1)")
 
 
 @handler("BatchNormalization")
 def batch_norm(layer, config, inputs, graph):
-    rank = len(graph[inputs[0]].shape) + 1
-    axis = config["axis"]
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    if not isinstance(axis, int) or axis % rank != rank - 1:
-        raise UnsupportedLayerError(f"layer '{layer.name}' (BatchNormalization): axis {config['axis']} is not "
-                                    f"supported; emc works channels-last (axis=-1)")
+    _last_axis_only(config["axis"], len(graph[inputs[0]].shape) + 1, "normalization")
     weights = iter(_weights(layer))
     gamma = next(weights) if config["scale"] else None
     beta = next(weights) if config["center"] else None
@@ -123,20 +147,27 @@ def activation(layer, config, inputs, graph):
     return graph.add(L.Activation(act_of(layer.activation)), inputs, layer.name)
 
 
+def _relu_act(slope, max_value):
+    """relu / leaky_relu / relu6 from Keras' ReLU settings (the only combinations emc runs)."""
+    if max_value is None:
+        return L.Act("leaky_relu", slope) if slope else L.Act("relu")
+    if float(max_value) == 6.0 and not slope:
+        return L.Act("relu6")
+    raise UnsupportedLayerError(f"max_value={max_value} with negative_slope={slope} is not supported; use "
+                                f"max_value None, or 6 without a slope")
+
+
 @handler("ReLU")
 def relu(layer, config, inputs, graph):
     if config.get("threshold", 0.0):
-        raise UnsupportedLayerError(f"layer '{layer.name}' (ReLU): threshold={config['threshold']} is not "
-                                    f"supported; use threshold=0")
-    slope, max_value = config.get("negative_slope", 0.0), config.get("max_value")
-    if max_value is None:
-        act = L.Act("leaky_relu", slope) if slope else L.Act("relu")
-    elif max_value == 6.0 and not slope:
-        act = L.Act("relu6")
-    else:
-        raise UnsupportedLayerError(f"layer '{layer.name}' (ReLU): max_value={max_value} with negative_slope="
-                                    f"{slope} is not supported; use max_value None or 6 without a slope")
+        raise UnsupportedLayerError(f"threshold={config['threshold']} is not supported; use threshold=0")
+    act = _relu_act(config.get("negative_slope", 0.0), config.get("max_value"))
     return graph.add(L.Activation(act), inputs, layer.name)
+
+
+@handler("ReLU6")
+def relu6(layer, config, inputs, graph):
+    return graph.add(L.Activation("relu6"), inputs, layer.name)
 
 
 @handler("LeakyReLU")
@@ -157,17 +188,15 @@ def prelu(layer, config, inputs, graph):
 
 @handler("Softmax")
 def softmax(layer, config, inputs, graph):
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
-    if axis not in (-1, len(graph[inputs[0]].shape)):
-        raise UnsupportedLayerError(f"layer '{layer.name}' (Softmax): axis {axis} is not supported; use -1")
+    _last_axis_only(config.get("axis", -1), len(graph[inputs[0]].shape) + 1, "softmax")
     return graph.add(L.Activation("softmax"), inputs, layer.name)
 
 
 def _pool(mode):
     def build(layer, config, inputs, graph):
-        size, strides = tuple(config["pool_size"]), tuple(config["strides"] or config["pool_size"])
-        pads = _spatial_pads(layer, config, graph[inputs[0]].shape, size, strides, (1, 1))
+        size = _pair(config["pool_size"])
+        strides = _pair(config["strides"]) if config.get("strides") is not None else size
+        pads = _spatial_pads(config, graph[inputs[0]].shape, size, strides, (1, 1))
         return graph.add(L.Pool2D(mode, size, strides, pads), inputs, layer.name)
     return build
 
@@ -187,8 +216,8 @@ handler("GlobalAveragePooling2D", "GlobalAvgPool2D")(_global_pool("avg"))
 
 
 def _two_sided(value):
-    (top, bottom), (left, right) = [(v, v) if isinstance(v, int) else tuple(v) for v in
-                                    ((value, value) if isinstance(value, int) else value)]
+    """Keras' int / (h, w) / ((top, bottom), (left, right)) -> (top, bottom, left, right)."""
+    (top, bottom), (left, right) = [_pair(v) for v in _pair(value)]
     return (top, bottom, left, right)
 
 
@@ -205,9 +234,8 @@ def cropping(layer, config, inputs, graph):
 @handler("UpSampling2D")
 def upsampling(layer, config, inputs, graph):
     if config.get("interpolation", "nearest") != "nearest":
-        raise UnsupportedLayerError(f"layer '{layer.name}' (UpSampling2D): interpolation "
-                                    f"'{config['interpolation']}' is not supported; use 'nearest'")
-    return graph.add(L.Upsample2D(tuple(config["size"])), inputs, layer.name)
+        raise UnsupportedLayerError(f"interpolation '{config['interpolation']}' is not supported; use 'nearest'")
+    return graph.add(L.Upsample2D(_pair(config["size"])), inputs, layer.name)
 
 
 @handler("Flatten")
@@ -234,6 +262,8 @@ for _cls, _op in (("Add", "add"), ("Subtract", "sub"), ("Multiply", "mul"), ("Av
 @handler("Concatenate")
 def concatenate(layer, config, inputs, graph):
     axis = config.get("axis", -1)
+    if axis == 0:
+        raise UnsupportedLayerError("concatenation along the batch axis is not supported")
     return graph.add(L.Concat(axis - 1 if axis > 0 else axis), inputs, layer.name)
 
 
@@ -244,19 +274,27 @@ def identity(layer, config, inputs, graph):
 
 @handler("Rescaling")
 def rescaling(layer, config, inputs, graph):
-    return graph.add(L.Rescale(np.float32(config["scale"]), np.float32(config["offset"])), inputs, layer.name)
+    scale = np.asarray(layer.scale, np.float32).reshape(-1)
+    offset = np.asarray(layer.offset, np.float32).reshape(-1)
+    return graph.add(L.Rescale(scale, offset), inputs, layer.name)
 
 
 @handler("Normalization")
 def normalization(layer, config, inputs, graph):
+    """(x - mean) / max(sqrt(var), 1e-7), as Keras computes it, for statistics per last-axis channel."""
+    import keras
     if config.get("invert"):
-        raise UnsupportedLayerError(f"layer '{layer.name}' (Normalization): invert=True is not supported")
+        raise UnsupportedLayerError("invert=True is not supported")
+    rank = len(graph[inputs[0]].shape) + 1
+    kept = tuple(sorted(a % rank for a in (layer.axis or ())))
+    if kept not in ((), (rank - 1,)):
+        raise UnsupportedLayerError(f"statistics over axis {config.get('axis')} are not supported; use axis=-1")
     mean = np.asarray(layer.mean, np.float64).reshape(-1)
-    std = np.sqrt(np.maximum(np.asarray(layer.variance, np.float64).reshape(-1), 1e-7))
+    std = np.maximum(np.sqrt(np.asarray(layer.variance, np.float64).reshape(-1)), keras.config.epsilon())
     return graph.add(L.Rescale(1.0 / std, -mean / std), inputs, layer.name)
 
 
-SUPPORTED_KERAS_LAYERS = sorted(HANDLERS) + ["InputLayer"]
+SUPPORTED_KERAS_LAYERS = sorted(set(HANDLERS) | {"InputLayer"})
 
 
 # ---- walking the functional graph ---------------------------------------------------------------------------
@@ -271,34 +309,43 @@ def _handler_for(layer):
     return None
 
 
-def _problems(model, found):
-    """Every layer (nested models included) that no handler takes or that is channels-first."""
-    for layer in model.layers:
-        if _is_model(layer):
-            _problems(layer, found)
-            continue
-        cls = type(layer).__name__
-        if cls == "InputLayer":
-            continue
-        if _handler_for(layer) is None:
-            found.append(f"'{layer.name}' ({cls})")
-        elif layer.get_config().get("data_format") == "channels_first":
-            found.append(f"'{layer.name}' ({cls}, data_format='channels_first': use channels_last)")
-    return found
+def _static_problem(op):
+    """Why no handler can take this operation at all (None when one can)."""
+    import keras
+    cls = type(op).__name__
+    if not isinstance(op, keras.layers.Layer):
+        return f"a keras.ops call ({type(op).__module__}.{cls}), not a layer; use the keras.layers equivalent"
+    if _handler_for(op) is None:
+        return "no converter for this layer class"
+    if getattr(op, "data_format", None) == "channels_first":
+        return "data_format='channels_first' is not supported; build the model with channels_last (NHWC)"
+    return None
+
+
+def _config(op):
+    try:
+        return op.get_config()
+    except Exception as err:   # custom objects inside a layer can make Keras' serialization raise anything
+        raise UnsupportedLayerError(f"its configuration cannot be read ({type(err).__name__}: {err})") from None
 
 
 class _Walker:
-    """Maps Keras tensors to graph tensor names, converting each producing layer once."""
+    """Maps Keras tensors to graph tensor names (None: not convertible), converting each layer call once."""
 
-    def __init__(self, graph, seeded=None):
+    def __init__(self, graph, problems, seeded=None):
         self.graph = graph
+        self.problems = problems
         self.names = dict(seeded or {})
+        self.nested = {}
 
     def tensor(self, t):
         key = id(t)
         if key not in self.names:
             self.names[key] = self._produce(t)
         return self.names[key]
+
+    def _problem(self, op, reason):
+        self.problems.append(f"'{op.name}' ({type(op).__name__}): {reason}")
 
     def _produce(self, t):
         op, node_index, tensor_index = t._keras_history
@@ -311,37 +358,63 @@ class _Walker:
         node = op._inbound_nodes[node_index]
         inputs = [self.tensor(x) for x in node.input_tensors]
         if _is_model(op):
-            inner = _Walker(self.graph, {id(i): name for i, name in zip(op.inputs, inputs)})
-            return inner.tensor(op.outputs[tensor_index])
-        config = op.get_config()
-        return _handler_for(op)(op, config, inputs, self.graph)
+            key = (id(op), node_index)
+            if key not in self.nested:
+                self.nested[key] = _Walker(self.graph, self.problems, dict(zip(map(id, op.inputs), inputs)))
+            return self.nested[key].tensor(op.outputs[tensor_index])
+        reason = _static_problem(op)
+        if reason:
+            self._problem(op, reason)
+            return None
+        if None in inputs:       # fed by a layer that could not be converted: nothing more to check here
+            return None
+        try:
+            if callable(getattr(op, "activation", None)):
+                act_of(op.activation)      # a custom activation first: it may even break get_config()
+            return _handler_for(op)(op, _config(op), inputs, self.graph)
+        except UnsupportedLayerError as err:
+            self._problem(op, str(err))
+            return None
 
 
 def _load_file(path):
     import keras
     try:
         return keras.saving.load_model(path, compile=False)
-    except Exception as err:   # keras raises many types for unreadable files
+    except Exception as err:   # keras raises many types for missing or unreadable files
         raise ModelLoadError(f"cannot load Keras model {path}: {type(err).__name__}: {err}") from None
+
+
+def _graph_entry(model):
+    """The model's input and output tensors, or a ModelLoadError when it has no layer graph."""
+    try:
+        outputs, inputs = list(model.outputs or ()), list(model.inputs or ())
+    except (AttributeError, ValueError, TypeError):
+        outputs, inputs = [], []
+    if not outputs:
+        raise ModelLoadError(f"Keras model '{getattr(model, 'name', model)}' has no layer graph (an unbuilt "
+                             f"Sequential or a subclassed Model): start it with keras.Input(shape=...) of a fixed "
+                             f"shape, or rebuild it as a functional model")
+    return inputs, outputs
 
 
 def from_keras(model_or_path):
     """Build an emc.Graph from a Keras model or a .keras / .h5 file (every unsupported layer listed at once)."""
-    model = _load_file(model_or_path) if isinstance(model_or_path, (str, bytes)) or hasattr(
-        model_or_path, "__fspath__") else model_or_path
-    if not getattr(model, "built", True) or not getattr(model, "outputs", None):
-        raise ModelLoadError(f"Keras model '{model.name}' is not built: give it an Input with a fixed shape")
-    problems = _problems(model, [])
-    if problems:
-        raise UnsupportedLayerError(f"model '{model.name}' has {len(problems)} layer(s) emc cannot convert: "
-                                    f"{', '.join(problems)}. Supported Keras layers: emc.frontends.keras."
-                                    f"SUPPORTED_KERAS_LAYERS ({', '.join(SUPPORTED_KERAS_LAYERS)})")
-    graph = Graph(model.name)
-    walker = _Walker(graph)
-    outputs = [walker.tensor(t) for t in model.outputs]
-    missing = [t for t in model.inputs if id(t) not in walker.names]
-    for t in missing:      # an input no output depends on still belongs to the model's signature
+    is_path = isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__")
+    model = _load_file(model_or_path) if is_path else model_or_path
+    inputs, outputs = _graph_entry(model)
+    graph, problems = Graph(model.name), []
+    walker = _Walker(graph, problems)
+    out_names = [walker.tensor(t) for t in outputs]
+    for t in inputs:       # an input no output depends on still belongs to the model's signature
         walker.tensor(t)
-    graph.inputs = [walker.names[id(t)] for t in model.inputs]
-    graph.set_outputs(outputs)
+    if problems:
+        problems = list(dict.fromkeys(problems))
+        raise UnsupportedLayerError(
+            f"model '{model.name}' has {len(problems)} layer(s) emc cannot convert:\n  - " + "\n  - ".join(problems)
+            + f"\nSupported Keras layers (emc.frontends.keras.SUPPORTED_KERAS_LAYERS): "
+              f"{', '.join(SUPPORTED_KERAS_LAYERS)}")
+    graph.inputs = [walker.names[id(t)] for t in inputs]
+    graph.set_outputs(out_names)
+    log.debug("converted Keras model '%s': %d layers", model.name, len(graph))
     return graph.validate()

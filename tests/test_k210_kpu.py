@@ -2,8 +2,10 @@
 import numpy as np
 import pytest
 
-from emc.platforms.k210.kpu import (ActTable, LayerArgument, decode_bn_table, encode_bn_table, kpu_conv,
-                                    kpu_download, kpu_layout, kpu_rows, kpu_upload)
+import emc.platforms.k210.kpu as kpu
+from emc.errors import KModelFormatError
+from emc.platforms.k210.kpu import (ActTable, LayerArgument, decode_act_table, decode_bn_table, encode_act_table,
+                                    encode_bn_table, kpu_conv, kpu_download, kpu_layout, kpu_rows, kpu_upload)
 
 RNG = np.random.default_rng(3)
 
@@ -106,9 +108,14 @@ def ref_layer(arg, x, w, bn, act, per_channel=True):
     return np.array(ref_pool(out, arg.pool_type), np.uint8)
 
 
+POOL_STRIDE = {0: 1, 1: 2, 2: 2, 3: 4, 4: 4, 5: 2, 6: 2, 7: 4, 8: 1, 9: 1}     # spec 1.5.5 table
+
+
 def random_layer(depthwise, kernel, pool, c_in=3, c_out=4, h=8, w=8):
     c_out = c_in if depthwise else c_out
+    s = POOL_STRIDE[pool]
     arg = LayerArgument(i_ch_num=c_in - 1, o_ch_num=c_out - 1, i_row_wid=w - 1, i_col_high=h - 1,
+                        o_row_wid=w // s - 1, o_col_high=h // s - 1,
                         kernel_type=1 if kernel == 3 else 0, pool_type=pool, depth_wise_layer=int(depthwise),
                         pad_value=int(RNG.integers(0, 256)), arg_x=int(RNG.integers(-2 ** 22, 2 ** 22)),
                         shr_x=int(RNG.integers(0, 16)), arg_w=int(RNG.integers(-2 ** 20, 2 ** 20)),
@@ -152,18 +159,142 @@ def test_arg_x_grouping_matters_for_fractional_args():
     assert not np.array_equal(per_channel, total)
 
 
-@pytest.mark.parametrize("c,h,w", [(5, 7, 3), (3, 4, 17), (2, 3, 33), (1, 2, 130), (3, 5, 64)])
-def test_ram_layout_round_trip_and_formula(c, h, w):
+def ref_layout(w):
+    """Spec 1.1 table: (channels per line group, row pitch, lines per row)."""
+    return (4, 16, 1) if w <= 16 else (2, 32, 1) if w <= 32 else (1, 64, (w + 63) // 64)
+
+
+def ref_upload(ram, line, x):
+    """The SDK's kpu_upload_core, one pixel at a time."""
+    c, h, w = x.shape
+    g, p, row_len = ref_layout(w)
+    for ch in range(c):
+        origin = line * 64 + ch // g * row_len * h * 64 + ch % g * p
+        for y in range(h):
+            for xx in range(w):
+                ram[origin + y * row_len * 64 + xx] = x[ch, y, xx]
+
+
+@pytest.mark.parametrize("c,h,w", [(5, 7, 3), (3, 4, 17), (2, 3, 33), (1, 2, 130), (3, 5, 64), (9, 2, 16)])
+def test_ram_layout_matches_the_sdk_upload_and_round_trips(c, h, w):
     ram = np.zeros(2 * 1024 * 1024, np.uint8)
-    x = RNG.integers(0, 256, (c, h, w)).astype(np.uint8)
+    expected = np.zeros_like(ram)
+    x = RNG.integers(1, 256, (c, h, w)).astype(np.uint8)
     kpu_upload(ram, 10, x)
+    ref_upload(expected, 10, x)
+    np.testing.assert_array_equal(ram, expected)
     np.testing.assert_array_equal(kpu_download(ram, 10, c, h, w), x)
-    g, p, row_len = kpu_layout(w)
-    ci, yi, xi = c - 1, h - 1, w - 1            # spot-check the spec's address formula for the last pixel
-    assert ram[640 + (ci // g) * row_len * h * 64 + (ci % g) * p + yi * row_len * 64 + xi] == x[ci, yi, xi]
+    g, _, row_len = ref_layout(w)
+    assert kpu_layout(w) == ref_layout(w)
     assert kpu_rows(w, h, c) == row_len * h * -(-c // g)
+    assert np.count_nonzero(ram[640 + 64 * kpu_rows(w, h, c):]) == 0        # nothing written past the map
     if w % 64 == 0:                            # W a multiple of 64: the layout is dense CHW
         np.testing.assert_array_equal(ram[640:640 + x.size], x.reshape(-1))
+
+
+def test_batched_maps_are_consecutive_and_overflow_is_an_error():
+    ram = np.zeros(2 * 1024 * 1024, np.uint8)
+    x = RNG.integers(0, 256, (3, 2, 5, 20)).astype(np.uint8)
+    kpu_upload(ram, 7, x)
+    rows = kpu_rows(20, 5, 2)
+    for n in range(3):
+        np.testing.assert_array_equal(kpu_download(ram, 7 + n * rows, 2, 5, 20), x[n])
+    np.testing.assert_array_equal(kpu_download(ram, 7, 2, 5, 20, batches=3), x)
+    with pytest.raises(KModelFormatError, match="KPU RAM"):
+        kpu_upload(ram, 32767, x[0])
+    with pytest.raises(KModelFormatError, match="KPU RAM"):
+        kpu_download(ram, 32760, 64, 64, 64)
+
+
+def words_of(fields):
+    """12 u64 words built bit by bit from {(word, lsb, width): value} -- independent of the encoder."""
+    words = [0] * 12
+    for (word, lsb, width), value in fields.items():
+        words[word] |= (value & ((1 << width) - 1)) << lsb
+    return b"".join(w.to_bytes(8, "little") for w in words)
+
+
+def test_layer_argument_fields_and_sign_extension():
+    raw = words_of({(0, 3, 1): 1, (1, 0, 15): 12345, (1, 32, 15): 32767, (2, 0, 10): 1023, (2, 32, 10): 1023,
+                    (2, 48, 10): 340, (3, 0, 10): 223, (3, 10, 9): 511, (3, 32, 10): 111, (3, 42, 9): 255,
+                    (4, 0, 3): 1, (4, 4, 4): 5, (4, 24, 8): 185, (5, 1, 6): 12, (5, 15, 17): 63744,
+                    (9, 0, 4): 14, (9, 4, 4): 15, (9, 8, 24): -7227311, (9, 32, 24): -3906599,
+                    (10, 0, 40): -(2 ** 39), (11, 0, 1): 1, (11, 16, 16): 65535, (11, 32, 32): 2 ** 32 - 1,
+                    (0, 40, 8): 0xAB, (10, 50, 8): 0xCD})         # reserved bits must survive encode(decode)
+    arg = LayerArgument.from_bytes(raw)
+    assert (arg.depth_wise_layer, arg.image_src_addr, arg.image_dst_addr, arg.o_ch_num_coef) == (1, 12345, 32767, 340)
+    assert arg.in_shape == (1024, 512, 224) and arg.out_shape == (1024, 256, 112)
+    assert (arg.kernel_type, arg.kernel, arg.pool_type, arg.pad_value, arg.load_time, arg.para_size) == \
+        (1, 3, 5, 185, 12, 63744)
+    assert (arg.shr_w, arg.shr_x, arg.arg_w, arg.arg_x, arg.arg_add) == (14, 15, -7227311, -3906599, -(2 ** 39))
+    assert (arg.send_data_out, arg.channel_byte_num, arg.dma_total_byte) == (1, 65535, 2 ** 32 - 1)
+    assert arg.to_bytes() == raw
+    arg.arg_x, arg.pool_type = 5, 0
+    again = LayerArgument.from_bytes(arg.to_bytes())
+    assert (again.arg_x, again.pool_type, again.arg_w, again.words[0] >> 40 & 0xFF) == (5, 0, -7227311, 0xAB)
+
+
+def test_tables_decode_from_hand_built_words_and_encode_back():
+    mul, add, shift = [-5, 2 ** 23 - 1, -(2 ** 23)], [-(2 ** 31), 7, 2 ** 31 - 1], [0, 15, 9]
+    words = [((m & 0xFFFFFF) | ((a & 0xFFFFFFFF) << 24) | (s << 56)).to_bytes(8, "little")
+             for m, a, s in zip(mul, add, shift)]
+    bn = decode_bn_table(b"".join(words), 3)
+    assert [v.tolist() for v in bn] == [mul, shift, add]
+    assert encode_bn_table(*bn) == b"".join(words)
+    segs = [(-(2 ** 35), 0, 0, 0)] + [(-1000 + 97 * i, (-1) ** i * (300 + i), 3 + i, 10 * i) for i in range(1, 16)]
+    raw = b"".join(((s & 0xFF) | ((y & 0xFFFF) << 8) | ((x & (2 ** 36 - 1)) << 24) | (0xC << 60)).to_bytes(8, "little")
+                   for x, y, s, _ in segs) + bytes(a for *_, a in segs)
+    table = decode_act_table(raw)            # bits 60..63 (MSVC garbage in some v4 files) are masked off
+    assert table.segments() == segs
+    clean = bytearray(raw)
+    for i in range(16):
+        clean[8 * i + 7] &= 0x0F
+    assert encode_act_table(table) == bytes(clean) and encode_act_table(tuple(zip(*segs))) == bytes(clean)
+    with pytest.raises(KModelFormatError, match="act_table"):
+        decode_act_table(raw[:100])
+    with pytest.raises(KModelFormatError, match="bn_table"):
+        decode_bn_table(raw, 100)
+
+
+def test_sixteen_bit_weights_and_unsorted_activation_tables():
+    arg, x, w, bn, act = random_layer(False, 3, 0)
+    w16 = RNG.integers(0, 65536, w.shape).astype(np.uint16)
+    np.testing.assert_array_equal(kpu_conv(arg, x, w16, bn, act), ref_layer(arg, x, w16, bn, act))
+    shuffled = ActTable(np.concatenate([[-2 ** 35], RNG.integers(-2 ** 14, 2 ** 14, 15)]), act.y_mul, act.shift,
+                        act.add)
+    np.testing.assert_array_equal(kpu_conv(arg, x, w, bn, shuffled), ref_layer(arg, x, w, bn, shuffled))
+
+
+@pytest.mark.parametrize("depthwise,kernel,pool", [(False, 3, 1), (True, 3, 0), (False, 1, 9)])
+def test_row_bands_give_the_same_result(monkeypatch, depthwise, kernel, pool):
+    arg, x, w, bn, act = random_layer(depthwise, kernel, pool, c_in=5, c_out=6, h=12, w=20)
+    whole = kpu_conv(arg, x, w, bn, act)
+    monkeypatch.setattr(kpu, "BAND_ELEMENTS", 1)          # one output row per band
+    np.testing.assert_array_equal(kpu_conv(arg, x, w, bn, act), whole)
+    np.testing.assert_array_equal(whole, ref_layer(arg, x, w, bn, act))
+
+
+def test_layers_the_kpu_cannot_run_raise_format_errors():
+    arg, x, w, bn, act = random_layer(True, 3, 0)
+    arg.o_ch_num += 1
+    with pytest.raises(KModelFormatError, match="depthwise"):
+        kpu_conv(arg, x, w, bn, act)
+    arg, x, w, bn, act = random_layer(True, 3, 1)
+    with pytest.raises(KModelFormatError, match="pool_type"):           # spec 1.5.5: never pool a depthwise layer
+        kpu_conv(arg, x, w, bn, act)
+    arg, x, w, bn, act = random_layer(False, 3, 1)
+    arg.o_row_wid += 1
+    with pytest.raises(KModelFormatError, match="o_row_wid"):
+        kpu_conv(arg, x, w, bn, act)
+    arg, x, w, bn, act = random_layer(False, 3, 0)
+    arg.kernel_type = 2
+    with pytest.raises(KModelFormatError, match="kernel_type"):
+        kpu_conv(arg, x, w, bn, act)
+    arg, x, w, bn, act = random_layer(False, 3, 0)
+    with pytest.raises(KModelFormatError, match="weights"):
+        kpu_conv(arg, x, w[:2], bn, act)
+    with pytest.raises(ValueError, match="arg_x_mode"):
+        kpu_conv(arg, x, w, bn, act, arg_x_mode="other")
 
 
 def test_tables_encode_decode():

@@ -5,7 +5,8 @@ import numpy as np
 
 from ...errors import EmcError, KModelFormatError
 
-V4_MAGIC = b"LDMK"
+V4_MAGIC = b"LDMK"          # C's multi-character 'KMDL' stored little-endian
+V3_VERSION = 3
 
 
 def load_kmodel(path_or_bytes):
@@ -13,21 +14,25 @@ def load_kmodel(path_or_bytes):
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         data = bytes(path_or_bytes)
     else:
-        path = os.fspath(path_or_bytes)
+        try:
+            path = os.fspath(path_or_bytes)
+        except TypeError:
+            raise EmcError(f"load_kmodel takes a file path or the file's bytes, not {type(path_or_bytes).__name__}") \
+                from None
         if not os.path.isfile(path):
-            raise EmcError(f"kmodel file {path} does not exist")
+            raise EmcError(f"kmodel file {path} does not exist: check the path")
         with open(path, "rb") as f:
             data = f.read()
     if len(data) < 8:
-        raise KModelFormatError(f"a kmodel needs at least 8 bytes, got {len(data)}", 0, "header")
+        raise KModelFormatError(f"a kmodel starts with at least 8 header bytes, this one has {len(data)}", 0, "header")
     if data[:4] == V4_MAGIC:
         from .reader_v4 import KModelV4
         return KModelV4.from_bytes(data)
-    if int.from_bytes(data[:4], "little") == 3:
+    if int.from_bytes(data[:4], "little") == V3_VERSION:
         from .reader_v3 import KModelV3
-        return KModelV3(data)
-    raise KModelFormatError(f"unknown kmodel header {data[:4].hex()}: neither v3 (version 3) nor v4 ('KMDL')", 0,
-                            "version")
+        return KModelV3.from_bytes(data)
+    raise KModelFormatError(f"unknown kmodel header {data[:4].hex()}: neither v3 (first word 3) nor v4 ('LDMK'); "
+                            f"is this a kmodel?", 0, "version")
 
 
 def _as_model(model):
@@ -37,25 +42,29 @@ def _as_model(model):
 
 
 def to_device_layout(x, shape, layout):
-    """One uint8 image per sample in CHW order; returns (batch array, was_batched)."""
+    """A uint8 batch (N, C, H, W) from an HWC image / NHWC batch (layout='hwc') or CHW / NCHW ('chw').
+
+    Returns (batch, was_batched); a shape mismatch names the expected shape.
+    """
     x = np.asarray(x)
     c, h, w = shape
-    if layout == "hwc":
-        single, batch = (h, w, c), (h, w, c)
-    elif layout == "chw":
-        single, batch = (c, h, w), (c, h, w)
-    else:
-        raise EmcError(f"layout must be 'hwc' or 'chw', not {layout!r}")
+    orders = {"hwc": (h, w, c), "chw": (c, h, w)}
+    if layout not in orders:
+        raise EmcError(f"layout must be 'hwc' (images as PIL/OpenCV give them) or 'chw' (device layout), "
+                       f"not {layout!r}")
+    single = orders[layout]
     if x.shape == single:
         x, batched = x[None], False
-    elif x.ndim == 4 and x.shape[1:] == batch:
+    elif x.ndim == 4 and x.shape[1:] == single:
         batched = True
     else:
         raise EmcError(f"the kmodel takes a {'x'.join(map(str, single))} ({layout.upper()}) uint8 image or a batch "
-                       f"of them; got an array of shape {x.shape}")
+                       f"N x {'x'.join(map(str, single))}; got an array of shape {x.shape}")
     if x.dtype != np.uint8:
-        if x.size and (x.min() < 0 or x.max() > 255 or not np.all(np.equal(np.mod(x, 1), 0))):
-            raise EmcError("the kmodel input is uint8 pixels (0..255); got non-integer or out-of-range values")
+        if not np.issubdtype(x.dtype, np.number) or (x.size and (
+                np.any(~np.isfinite(x)) or x.min() < 0 or x.max() > 255 or np.any(np.mod(x, 1) != 0))):
+            raise EmcError("the kmodel input is uint8 pixels (0..255); got non-integer or out-of-range values "
+                           "(scale floats to 0..255 and round them first)")
         x = x.astype(np.uint8)
     if layout == "hwc":
         x = x.transpose(0, 3, 1, 2)
@@ -65,27 +74,15 @@ def to_device_layout(x, shape, layout):
 def run_kmodel(model, x, layout="hwc", trace=False, **options):
     """Outputs of the kmodel for x as a list of flat float32 arrays (device order, CHW), batched like x.
 
-    x: a uint8 HWC image (layout='chw' for the raw device layout) or a batch of them for KPU-input models;
-    a float vector (or batch) for float-input models. trace=True also returns [(layer, name, array), ...]
-    of the first sample. Options: arg_x_mode='per_channel'|'sum', sdk='head'|'maixemc' (v3).
+    model: a parsed kmodel, a path or the file's bytes. x: for a KPU-input model a uint8 HWC image or an
+    N,H,W,C batch (layout='chw' takes the raw device layout C,H,W / N,C,H,W); for a float-input model
+    (first layer FULLY_CONNECTED) a float vector or an N x n batch. trace=True returns (outputs, trace) with
+    trace = [(layer_index, layer_name, array), ...] of every layer's output (arrays batched like x).
+    Options (v3): arg_x_mode='per_channel' (the chip) | 'sum' (nncase's simulators), sdk='head' | 'maixemc'.
     """
     model = _as_model(model)
     if model.version == 4:
         from .simulator_v4 import run_v4
-        return run_v4(model, x, layout=layout, trace=trace, **options)
-    from .simulator_v3 import input_spec, run_one
-    kind, shape = input_spec(model)
-    if kind == "kpu":
-        xs, batched = to_device_layout(x, shape, layout)
-    else:
-        arr = np.asarray(x, np.float32)
-        if arr.shape == shape:
-            xs, batched = arr[None], False
-        elif arr.ndim == 2 and arr.shape[1:] == shape:
-            xs, batched = arr, True
-        else:
-            raise EmcError(f"the kmodel takes {shape[0]} float inputs (or a batch of them); got shape {arr.shape}")
-    steps = [] if trace else None
-    outs = [run_one(model, sample, trace=steps if i == 0 else None, **options) for i, sample in enumerate(xs)]
-    results = [np.stack([o[k] for o in outs]) if batched else outs[0][k] for k in range(len(model.outputs))]
-    return (results, steps) if trace else results
+        return run_v4(model, x, layout, trace, **options)
+    from .simulator_v3 import run_v3
+    return run_v3(model, x, layout=layout, trace=trace, **options)

@@ -1,19 +1,29 @@
-"""Runs a kmodel v3 as the chip's loader does (SDK kpu.c, plus the Maix-EMC fork's two extra layer types).
+"""Runs a kmodel v3 as the chip's loader does (SDK kpu.c at HEAD, plus the two layer types of Maix-EMC's fork).
 
-Integer layers (KPU, quantized CPU layers, uploads) are bit-exact; float CPU layers use float32 with the
-chip's fused multiply-adds (see cpu_math). One function per layer type, registered by type code.
+Integer layers (KPU, quantized CPU layers, uploads) are bit-exact. Float CPU layers compute in float32; where
+GCC contracts the C source into fused multiply-adds on the chip (DEQUANTIZE and CHANNELWISE_DEQUANTIZE
+`q*scale + bias`, the FULLY_CONNECTED and L2_NORMALIZATION accumulations `acc + x*w`), the product and the sum
+are formed in float64 and rounded once to float32: this differs from a true FMA only in rare double-rounding
+ties. One function per layer type, registered by type code in EXECUTORS; sdk='maixemc' selects the older
+semantics of Maix-EMC's forked loader (table SDKS).
 """
+import logging
+
 import numpy as np
 
 from ...errors import EmcError, KModelFormatError
-from .cpu_math import carry_shift, dot_fma, fma32, roundf, sequential_sum
-from .kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_upload
+from .cpu_math import carry_shift, dot_fma, fma32, roundf
+from .kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_rows, kpu_upload
+from .structs_v3 import LAYER_TYPES, MAIXEMC_FORK_TYPES, MAIXEMC_FORK_EXTRA, STOCK_SDK_TYPES
 
+log = logging.getLogger(__name__)
 EXECUTORS = {}
-DMA_SLACK = 8
+DMA_SLACK = 8                  # a KPU output DMA and QUANTIZED_ADD write whole groups of 8 bytes
+KIND_U8, KIND_F32 = 1, 4       # what the last writer of a main-memory byte stored there
 
 
 def executes(*codes):
+    """Register fn(machine, layer) -> output array as the executor of these layer type codes."""
     def wrap(fn):
         for code in codes:
             EXECUTORS[code] = fn
@@ -21,46 +31,122 @@ def executes(*codes):
     return wrap
 
 
+def _floor_shift(v, shift):
+    return v >> shift
+
+
+def _requantize_head(count):
+    return count
+
+
+def _requantize_fork(count):
+    """The a33de35 / Maix-EMC loop bound: only 8 * ceil(ceil(count / 8) / 8) elements are processed."""
+    return 8 * -(-(-(-count // 8)) // 8)
+
+
+class Sdk:
+    """What one loader revision runs and how its CPU layers round (spec 2.3, 2.5)."""
+
+    def __init__(self, name, types, first_types, quantize_round, qadd_out_shift, fc_acts, requantize_count):
+        self.name, self.types, self.first_types = name, types, first_types
+        self.quantize_round, self.qadd_out_shift = quantize_round, qadd_out_shift
+        self.fc_acts, self.requantize_count = fc_acts, requantize_count
+
+
+def _relu(v):
+    return np.maximum(v, np.float32(0))
+
+
+def _relu6(v):
+    return np.minimum(np.maximum(v, np.float32(0)), np.float32(6))
+
+
+SDKS = {
+    "head": Sdk("SDK HEAD (+ Maix-EMC layer types 6, 21)", STOCK_SDK_TYPES | MAIXEMC_FORK_EXTRA, (10240, 18), roundf,
+                carry_shift, {1: _relu, 2: _relu6}, _requantize_head),
+    "maixemc": Sdk("Maix-EMC forked kpu.c (a33de35)", MAIXEMC_FORK_TYPES, (10240,), np.trunc, _floor_shift,
+                   {1: _relu}, _requantize_fork),
+}
+
+
 class Machine:
-    """Main memory and KPU RAM of one run, with bounds-checked access."""
+    """Main memory and KPU RAM of one run, with bounds-checked access and a record of what was stored where."""
 
     def __init__(self, model, sdk="head", arg_x_mode="per_channel"):
+        if sdk not in SDKS:
+            raise EmcError(f"sdk must be one of {sorted(SDKS)}, not {sdk!r}")
+        if arg_x_mode not in ("per_channel", "sum"):
+            raise EmcError(f"arg_x_mode must be 'per_channel' (the chip) or 'sum' (nncase), not {arg_x_mode!r}")
         self.model = model
-        self.main = np.zeros(model.header.main_mem_usage + DMA_SLACK + 8, np.uint8)
+        self.size = model.header.main_mem_usage
+        self.main = np.zeros(self.size + DMA_SLACK, np.uint8)
+        self.kind = np.full(self.size + DMA_SLACK, KIND_F32, np.uint8)
         self.kpu = np.zeros(KPU_RAM_BYTES, np.uint8)
-        self.sdk = sdk
+        self.sdk = SDKS[sdk]
         self.arg_x_mode = arg_x_mode
         self.layer = None
 
-    def _span(self, address, nbytes, field):
-        if address < 0 or nbytes < 0 or address + nbytes > len(self.main):
-            raise KModelFormatError(f"layer {self.layer.index} ({self.layer.name}) accesses main memory "
-                                    f"[{address}, {address + nbytes}) beyond its {self.model.header.main_mem_usage} "
-                                    f"bytes", self.layer.offset, field)
+    def span(self, address, nbytes, field, slack=0):
+        """The slice [address, address + nbytes) of main memory, or KModelFormatError naming the layer field."""
+        if address < 0 or nbytes < 0 or address + nbytes > self.size + slack:
+            where = self.layer.offset if self.layer is not None else None
+            name = f"layer {self.layer.index} ({self.layer.name})" if self.layer is not None else "the input"
+            raise KModelFormatError(f"{name} accesses main memory [{address}, {address + nbytes}) beyond its "
+                                    f"{self.size} bytes", where, field)
         return slice(address, address + nbytes)
 
-    def u8(self, address, count, field):
-        return self.main[self._span(address, count, field)].copy()
+    def u8(self, address, count, field, slack=0):
+        return self.main[self.span(address, count, field, slack)].copy()
 
     def f32(self, address, count, field):
-        return self.main[self._span(address, 4 * count, field)].view("<f4").copy()
+        return self.main[self.span(address, 4 * count, field)].view("<f4").copy()
 
-    def put(self, address, values, field):
-        raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1)
-        self.main[self._span(address, raw.size, field)] = raw
+    def put(self, address, values, field, slack=0):
+        values = np.ascontiguousarray(values)
+        raw = values.view(np.uint8).reshape(-1)
+        where = self.span(address, raw.size, field, slack)
+        self.main[where] = raw
+        self.kind[where] = KIND_U8 if values.dtype.itemsize == 1 else KIND_F32
         return values
+
+    def output(self, index, address, size):
+        """Output `index` as float32 values: float data as stored, uint8 data converted value by value."""
+        if address + size > self.size:
+            raise KModelFormatError(f"output {index} [{address}, {address + size}) lies beyond the {self.size} bytes "
+                                    f"of main memory", 28 + 8 * index, f"outputs[{index}]")
+        where = slice(address, address + size)
+        if size and self.kind[address] == KIND_U8 or size % 4:
+            return self.main[where].astype(np.float32)
+        return self.main[where].view("<f4").copy()
+
+
+def _check_shift(layer, value, field):
+    if not 0 <= value < 64:
+        raise KModelFormatError(f"layer {layer.index} ({layer.name}) shift {value} is outside 0..63", layer.offset,
+                                field)
+    return value
 
 
 # ---- KPU layers -------------------------------------------------------------------------------------------
 @executes(10240)
 def k210_conv(m, layer):
     a = layer.arg
-    c, h, w = a.in_shape
-    x = kpu_download(m.kpu, a.image_src_addr, c, h, w)
+    a.validate(layer.offset)
+    c_out, oh, ow = a.out_shape
+    if a.image_dst_addr + kpu_rows(ow, oh, c_out) > KPU_RAM_BYTES // 64:
+        raise KModelFormatError(f"layer {layer.index} K210_CONV output {c_out}x{oh}x{ow} at line "
+                                f"{a.image_dst_addr} runs past the 2 MiB KPU RAM", layer.offset, "image_dst_addr")
+    x = kpu_download(m.kpu, a.image_src_addr, *a.in_shape)
     y = kpu_conv(a, x, layer.weights, layer.bn, layer.act, m.arg_x_mode)
     kpu_upload(m.kpu, a.image_dst_addr, y)
-    if layer.body.flags & 1:
-        m.put(layer.body.main_mem_out_address, y, "main_mem_out_address")
+    if layer.body.flags & 1:                   # DMA of (dma_total_byte + 8) / 8 words from the output FIFO
+        if a.dma_total_byte + 1 != y.size:
+            raise KModelFormatError(f"layer {layer.index} K210_CONV streams dma_total_byte + 1 = "
+                                    f"{a.dma_total_byte + 1} bytes, its output has {y.size}", layer.offset,
+                                    "dma_total_byte")
+        padded = np.zeros(-(-y.size // 8) * 8, np.uint8)
+        padded[:y.size] = y.reshape(-1)
+        m.put(layer.body.main_mem_out_address, padded, "main_mem_out_address", slack=DMA_SLACK)
     return y
 
 
@@ -68,8 +154,9 @@ def k210_conv(m, layer):
 def k210_upload(m, layer):
     b = layer.body
     x = m.u8(b.main_mem_in_address, b.channels * b.height * b.width, "main_mem_in_address")
-    x = x.reshape(b.channels, b.height, b.width)
-    kpu_upload(m.kpu, b.kpu_mem_out_address, x)
+    if x.size:
+        x = x.reshape(b.channels, b.height, b.width)
+        kpu_upload(m.kpu, b.kpu_mem_out_address, x)
     return x
 
 
@@ -80,7 +167,8 @@ def k210_add_padding(m, layer):
     c = np.arange(b.channels)
     addr = b.kpu_mem_out_address * 64 + (c // 4) * 256 + (c % 4) * 16
     if addr.size and addr.max() >= KPU_RAM_BYTES:
-        raise KModelFormatError("K210_ADD_PADDING writes past the KPU RAM", layer.offset + 8, "kpu_mem_out_address")
+        raise KModelFormatError("K210_ADD_PADDING writes past the 2 MiB KPU RAM", layer.offset + 8,
+                                "kpu_mem_out_address")
     m.kpu[addr] = x
     return x
 
@@ -88,18 +176,19 @@ def k210_add_padding(m, layer):
 @executes(10242)
 def k210_remove_padding(m, layer):
     b = layer.body
-    x = m.u8(b.main_mem_in_address, 16 * b.channels, "main_mem_in_address")
+    x = m.u8(b.main_mem_in_address, 16 * b.channels - 15 if b.channels else 0, "main_mem_in_address")
     return m.put(b.main_mem_out_address, x[::16].copy(), "main_mem_out_address")
 
 
 # ---- quantized CPU layers ----------------------------------------------------------------------------------
 @executes(11)
 def quantize(m, layer):
+    """out = clamp((int)round((x - bias) * (1/scale))), RISC-V float->int conversion saturating (NaN -> max)."""
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.count, "main_mem_in_address")
-    inv = np.float32(1.0) / np.float32(b.scale)
-    v = ((x - np.float32(b.bias)).astype(np.float32) * inv).astype(np.float32)
-    q = roundf(v) if m.sdk == "head" else np.trunc(v.astype(np.float64))
+    inv = np.float32(1) / np.float32(b.scale)
+    q = m.sdk.quantize_round(((x - np.float32(b.bias)).astype(np.float32) * inv).astype(np.float32))
+    q = np.nan_to_num(q, nan=255.0, posinf=255.0, neginf=0.0)
     return m.put(b.mem_out_address, np.clip(q, 0, 255).astype(np.uint8), "mem_out_address")
 
 
@@ -122,84 +211,112 @@ def channelwise_dequantize(m, layer):
 @executes(13)
 def requantize(m, layer):
     b = layer.body
-    count = b.count if m.sdk == "head" else min(b.count, 8 * ((((b.count + 7) // 8) + 7) // 8))
+    count = m.sdk.requantize_count(b.count)
     q = m.u8(b.main_mem_in_address, count, "main_mem_in_address")
     return m.put(b.main_mem_out_address, layer.extra["table"][q], "main_mem_out_address")
 
 
 @executes(2)
 def quantized_add(m, layer):
+    """int64 arithmetic in groups of 8 elements: ceil(count / 8) * 8 bytes read and written (spec 2.4)."""
     b = layer.body
-    n = (b.count + 7) // 8 * 8                      # the SDK works in groups of 8
-    a = m.u8(b.main_mem_in_a_address, n, "main_mem_in_a_address").astype(np.int64)
-    c = m.u8(b.main_mem_in_b_address, n, "main_mem_in_b_address").astype(np.int64)
-    if b.in_a_shift == b.in_b_shift:
-        v = ((a + b.in_a_offset) * b.in_a_mul + (c + b.in_b_offset) * b.in_b_mul) >> b.in_a_shift
-    else:
-        v = (((a + b.in_a_offset) * b.in_a_mul) >> b.in_a_shift) + (((c + b.in_b_offset) * b.in_b_mul) >> b.in_b_shift)
-    v = v * b.out_mul
-    v = carry_shift(v, b.out_shift) if m.sdk == "head" else v >> b.out_shift
-    return m.put(b.main_mem_out_address, np.clip(v + b.out_offset, 0, 255).astype(np.uint8), "main_mem_out_address")
+    sa, sb, so = (_check_shift(layer, getattr(b, f), f) for f in ("in_a_shift", "in_b_shift", "out_shift"))
+    n = -(-b.count // 8) * 8
+    a = m.u8(b.main_mem_in_a_address, n, "main_mem_in_a_address", slack=DMA_SLACK).astype(np.int64)
+    c = m.u8(b.main_mem_in_b_address, n, "main_mem_in_b_address", slack=DMA_SLACK).astype(np.int64)
+    with np.errstate(over="ignore"):
+        if sa == sb:
+            v = ((a + b.in_a_offset) * b.in_a_mul + (c + b.in_b_offset) * b.in_b_mul) >> sa
+        else:
+            v = (((a + b.in_a_offset) * b.in_a_mul) >> sa) + (((c + b.in_b_offset) * b.in_b_mul) >> sb)
+        v = m.sdk.qadd_out_shift(v * b.out_mul, so) + b.out_offset
+    return m.put(b.main_mem_out_address, np.clip(v, 0, 255).astype(np.uint8), "main_mem_out_address",
+                 slack=DMA_SLACK)
 
 
-def _pool_geometry(m, layer, elem):
-    """Shapes of a CPU pool layer, checked against main memory and each other before any work is done."""
-    b = layer.body
-    ci, hi, wi = b.in_shape.channels, b.in_shape.height, b.in_shape.width
-    co, ho, wo = b.out_shape.channels, b.out_shape.height, b.out_shape.width
-    m._span(b.main_mem_in_address, elem * ci * hi * wi, "main_mem_in_address")
-    m._span(b.main_mem_out_address, elem * co * ho * wo, "main_mem_out_address")
-    if co != ci:
-        raise KModelFormatError(f"{layer.name} changes the channel count {ci} -> {co}", layer.offset, "out_shape")
-    if not (0 < b.kernel_height <= hi + 2 * b.padding_height and 0 < b.kernel_width <= wi + 2 * b.padding_width):
-        raise KModelFormatError(f"{layer.name} kernel {b.kernel_width}x{b.kernel_height} does not fit its "
-                                f"{wi}x{hi} input", layer.offset, "kernel_width")
-    return ci, hi, wi, co, ho, wo
+class PoolGeometry:
+    """Window geometry of a CPU pool layer, validated so that the work stays bounded by the map sizes."""
+
+    def __init__(self, m, layer, elem):
+        b = layer.body
+        self.ci, self.hi, self.wi = b.in_shape.channels, b.in_shape.height, b.in_shape.width
+        self.co, self.ho, self.wo = b.out_shape.channels, b.out_shape.height, b.out_shape.width
+        m.span(b.main_mem_in_address, elem * self.ci * self.hi * self.wi, "main_mem_in_address")
+        m.span(b.main_mem_out_address, elem * self.co * self.ho * self.wo, "main_mem_out_address")
+        if self.co > self.ci:
+            raise KModelFormatError(f"{layer.name} has {self.co} output channels for {self.ci} input channels",
+                                    layer.offset, "out_shape.channels")
+        self.axes = [self._axis(layer, "height", self.hi, self.ho, b.kernel_height, b.stride_height,
+                                b.padding_height),
+                     self._axis(layer, "width", self.wi, self.wo, b.kernel_width, b.stride_width, b.padding_width)]
+
+    @staticmethod
+    def _axis(layer, name, size, out, kernel, stride, pad):
+        """(origins of the output windows, range of kernel taps that reach the map) along one axis."""
+        if out == 0:
+            return np.zeros(0, np.int64), range(0)
+        if not (1 <= kernel <= size + 2 * pad and pad <= size):    # bounds the taps to 3 x size per axis
+            raise KModelFormatError(f"{layer.name} {name}: kernel {kernel} with padding {pad} does not fit an input "
+                                    f"of {size}", layer.offset, f"kernel_{name}")
+        origin = np.arange(out, dtype=np.int64) * stride - pad
+        return origin, range(max(0, -int(origin[-1])), min(kernel, size - int(origin[0])))
+
+    def taps(self, x):
+        """Yield (valid mask (Ho, Wo), samples (C, Ho, Wo)) per kernel tap, row by row as the SDK loops."""
+        (oy, ky_range), (ox, kx_range) = self.axes
+        x = x[:self.co]
+        for ky in ky_range:
+            ys = oy + ky
+            vy = (ys >= 0) & (ys < self.hi)
+            rows = x[:, np.clip(ys, 0, self.hi - 1)]
+            for kx in kx_range:
+                xs = ox + kx
+                vx = (xs >= 0) & (xs < self.wi)
+                yield vy[:, None] & vx[None, :], rows[:, :, np.clip(xs, 0, self.wi - 1)]
 
 
 @executes(8)
 def quantized_max_pool2d(m, layer):
     b = layer.body
-    ci, hi, wi, co, ho, wo = _pool_geometry(m, layer, 1)
-    x = m.u8(b.main_mem_in_address, ci * hi * wi, "main_mem_in_address").reshape(ci, hi, wi)
-    out = np.zeros((co, ho, wo), np.uint8)        # the SDK starts every window's max at 0
-    oy = np.arange(ho) * b.stride_height - b.padding_height
-    ox = np.arange(wo) * b.stride_width - b.padding_width
-    for ky in range(b.kernel_height):
-        for kx in range(b.kernel_width):
-            ys, xs = oy + ky, ox + kx
-            vy, vx = (ys >= 0) & (ys < hi), (xs >= 0) & (xs < wi)
-            if vy.any() and vx.any():
-                window = x[:, ys[vy]][:, :, xs[vx]]
-                region = out[:, vy][:, :, vx]
-                out[np.ix_(np.arange(co), np.nonzero(vy)[0], np.nonzero(vx)[0])] = np.maximum(region, window)
+    g = PoolGeometry(m, layer, 1)
+    x = m.u8(b.main_mem_in_address, g.ci * g.hi * g.wi, "main_mem_in_address").reshape(g.ci, g.hi, g.wi)
+    out = np.zeros((g.co, g.ho, g.wo), np.uint8)            # the SDK starts every window's max at 0
+    if x.size:
+        for valid, sample in g.taps(x):
+            np.maximum(out, np.where(valid, sample, 0), out=out)
     return m.put(b.main_mem_out_address, out, "main_mem_out_address")
 
 
 @executes(6)
 def quantized_global_average_pool2d(m, layer):
+    """Fork only: uint32 sum / kernel_size (a RISC-V division by 0 gives all ones, stored as 255)."""
     b = layer.body
     x = m.u8(b.main_mem_in_address, b.channels * b.kernel_size, "main_mem_in_address")
-    s = x.reshape(b.channels, b.kernel_size).astype(np.uint32).sum(axis=1)
-    return m.put(b.main_mem_out_address, (s // max(b.kernel_size, 1)).astype(np.uint8), "main_mem_out_address")
+    if b.kernel_size == 0:
+        out = np.full(b.channels, 255, np.uint8)
+    else:
+        s = x.reshape(b.channels, b.kernel_size).astype(np.uint64).sum(axis=1) & np.uint64(0xFFFFFFFF)
+        out = (s // np.uint64(b.kernel_size)).astype(np.uint8)
+    return m.put(b.main_mem_out_address, out, "main_mem_out_address")
 
 
-@executes(17)
-def quantized_concat(m, layer):
-    return concat(m, layer)
-
-
-@executes(21)
-def quantized_flatten(m, layer):
-    return _flatten(m, layer, m.u8, 1)
-
-
-@executes(23)
-def quantized_resize(m, layer):
-    return _resize(m, layer, m.u8)
+@executes(16, 17)
+def concat(m, layer):
+    b = layer.body
+    m.span(b.main_mem_out_address, int(layer.extra["ranges"][:, 1].sum()), "main_mem_out_address")
+    parts = [m.u8(int(start), int(size), f"inputs_mem[{i}]") for i, (start, size) in enumerate(layer.extra["ranges"])]
+    joined = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
+    return m.put(b.main_mem_out_address, joined, "main_mem_out_address")
 
 
 # ---- float CPU layers -----------------------------------------------------------------------------------------
+def _sequential_sums(x):
+    """Row sums of a 2-D float32 array accumulated element by element from 0, as the SDK's C loops do."""
+    if x.shape[1] == 0:
+        return np.zeros(x.shape[0], np.float32)
+    return np.add.accumulate(x, axis=1, dtype=np.float32)[:, -1]
+
+
 @executes(1)
 def add(m, layer):
     b = layer.body
@@ -212,46 +329,43 @@ def add(m, layer):
 def global_average_pool2d(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels * b.kernel_size, "main_mem_in_address")
-    s = sequential_sum(x.reshape(b.channels, b.kernel_size), axis=1)
-    return m.put(b.main_mem_out_address, (s / np.float32(max(b.kernel_size, 1))).astype(np.float32),
-                 "main_mem_out_address")
+    s = _sequential_sums(x.reshape(b.channels, b.kernel_size))
+    return m.put(b.main_mem_out_address, (s / np.float32(b.kernel_size)).astype(np.float32), "main_mem_out_address")
 
 
 @executes(9)
 def average_pool2d(m, layer):
+    """Float average over the in-map samples of each window (padding excluded); the SDK ignores `act`."""
     b = layer.body
-    ci, hi, wi, co, ho, wo = _pool_geometry(m, layer, 4)
-    x = m.f32(b.main_mem_in_address, ci * hi * wi, "main_mem_in_address").reshape(ci, hi, wi)
-    total = np.zeros((co, ho, wo), np.float32)
-    count = np.zeros((1, ho, wo), np.float32)
-    oy = np.arange(ho) * b.stride_height - b.padding_height
-    ox = np.arange(wo) * b.stride_width - b.padding_width
-    for ky in range(b.kernel_height):
-        for kx in range(b.kernel_width):
-            ys, xs = oy + ky, ox + kx
-            valid = ((ys >= 0) & (ys < hi))[:, None] & ((xs >= 0) & (xs < wi))[None, :]
-            sample = x[:, np.clip(ys, 0, hi - 1)][:, :, np.clip(xs, 0, wi - 1)]
-            total = (total + np.where(valid, sample, 0)).astype(np.float32)
+    g = PoolGeometry(m, layer, 4)
+    x = m.f32(b.main_mem_in_address, g.ci * g.hi * g.wi, "main_mem_in_address").reshape(g.ci, g.hi, g.wi)
+    total = np.zeros((g.co, g.ho, g.wo), np.float32)
+    count = np.zeros((g.ho, g.wo), np.float32)
+    if x.size:
+        for valid, sample in g.taps(x):
+            total = np.where(valid, total + sample, total).astype(np.float32)
             count += valid
-    return m.put(b.main_mem_out_address, (total / np.maximum(count, 1)).astype(np.float32), "main_mem_out_address")
+    return m.put(b.main_mem_out_address, (total / count).astype(np.float32), "main_mem_out_address")
 
 
 @executes(14)
 def l2_normalization(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
-    s = max(float(sequential_sum(x * x, axis=0)), 1e-10)
-    return m.put(b.main_mem_out_address, (x * np.float32(1.0 / np.sqrt(np.float32(s)))).astype(np.float32),
+    s = dot_fma(x, x[None, :])[0] if x.size else np.float32(0)
+    s = max(s, np.float32(1e-10))
+    return m.put(b.main_mem_out_address, (x * (np.float32(1) / np.sqrt(np.float32(s)))).astype(np.float32),
                  "main_mem_out_address")
 
 
 @executes(15)
 def softmax(m, layer):
+    """The SDK starts the max at FLT_MIN (not -FLT_MAX), then exp, sequential sum, divide."""
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
-    top = max(np.float32(1.17549435e-38), x.max()) if x.size else np.float32(0)
+    top = np.fmax.reduce(np.concatenate([[np.float32(1.17549435e-38)], x]).astype(np.float32))
     e = np.exp((x - top).astype(np.float32)).astype(np.float32)
-    s = sequential_sum(e, axis=0)
+    s = _sequential_sums(e[None, :])[0]
     return m.put(b.main_mem_out_address, (e / s).astype(np.float32), "main_mem_out_address")
 
 
@@ -259,64 +373,58 @@ def softmax(m, layer):
 def logistic(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
-    return m.put(b.main_mem_out_address, (1 / (1 + np.exp(-x))).astype(np.float32), "main_mem_out_address")
-
-
-@executes(16)
-def concat(m, layer):
-    b = layer.body
-    parts = [m.u8(start, size, f"inputs[{i}]") for i, (start, size) in enumerate(layer.extra["ranges"])]
-    joined = np.concatenate(parts) if parts else np.zeros(0, np.uint8)
-    return m.put(b.main_mem_out_address, joined, "main_mem_out_address")
+    return m.put(b.main_mem_out_address, (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32),
+                 "main_mem_out_address")
 
 
 @executes(18)
 def fully_connected(m, layer):
+    """out[o] = (sum_i x[i] * w[o][i], one FMA rounding per step) + bias[o], then the loader's activation."""
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.in_channels, "main_mem_in_address")
+    m.span(b.main_mem_out_address, 4 * b.out_channels, "main_mem_out_address")
     out = (dot_fma(x, layer.extra["weights"]) + layer.extra["bias"]).astype(np.float32)
-    if b.act == 1 or (b.act == 2 and m.sdk != "head"):
-        out = np.maximum(out, 0)
-    elif b.act == 2:
-        out = np.clip(out, 0, 6)
-    return m.put(b.main_mem_out_address, out.astype(np.float32), "main_mem_out_address")
+    act = m.sdk.fc_acts.get(b.act)
+    return m.put(b.main_mem_out_address, act(out) if act else out, "main_mem_out_address")
 
 
-@executes(20)
-def flatten(m, layer):
-    return _flatten(m, layer, m.f32, 4)
-
-
-def _flatten(m, layer, read, _):
+def _flatten(m, layer, read):
+    """CHW -> HWC (TensorFlow's flatten order)."""
     b = layer.body
     c, h, w = b.shape.channels, b.shape.height, b.shape.width
     x = read(b.main_mem_in_address, c * h * w, "main_mem_in_address").reshape(c, h, w)
-    return m.put(b.main_mem_out_address, np.ascontiguousarray(x.transpose(1, 2, 0)).reshape(-1), "main_mem_out_address")
-
-
-@executes(22)
-def resize(m, layer):
-    return _resize(m, layer, m.f32)
+    return m.put(b.main_mem_out_address, np.ascontiguousarray(x.transpose(1, 2, 0)).reshape(-1),
+                 "main_mem_out_address")
 
 
 def _resize(m, layer, read):
+    """Nearest neighbour with float32 scales in/out, src = min(floor(o * scale), in - 1); align_corners ignored."""
     b = layer.body
     c, h, w = b.in_shape.channels, b.in_shape.height, b.in_shape.width
     x = read(b.main_mem_in_address, c * h * w, "main_mem_in_address").reshape(c, h, w)
-    m._span(b.main_mem_out_address, x.itemsize * c * b.out_height * b.out_width, "main_mem_out_address")
-    if c * h * w == 0:
-        raise KModelFormatError(f"{layer.name} has an empty input", layer.offset, "in_shape")
-    sh, sw = np.float32(h) / np.float32(max(b.out_height, 1)), np.float32(w) / np.float32(max(b.out_width, 1))
-    ys = np.minimum(np.floor(np.arange(b.out_height, dtype=np.float32) * sh).astype(np.int64), h - 1)
-    xs = np.minimum(np.floor(np.arange(b.out_width, dtype=np.float32) * sw).astype(np.int64), w - 1)
+    m.span(b.main_mem_out_address, x.itemsize * c * b.out_height * b.out_width, "main_mem_out_address")
+    if c * b.out_height * b.out_width == 0:
+        return m.put(b.main_mem_out_address, np.zeros(0, x.dtype), "main_mem_out_address")
+    if h * w == 0:
+        raise KModelFormatError(f"{layer.name} resizes an empty {w}x{h} map", layer.offset, "in_shape")
+    sh = np.float32(h) / np.float32(b.out_height) if b.out_height else np.float32(0)
+    sw = np.float32(w) / np.float32(b.out_width) if b.out_width else np.float32(0)
+    ys = np.minimum(np.floor(np.arange(b.out_height, dtype=np.float32) * sh).astype(np.int64), max(h - 1, 0))
+    xs = np.minimum(np.floor(np.arange(b.out_width, dtype=np.float32) * sw).astype(np.int64), max(w - 1, 0))
     return m.put(b.main_mem_out_address, np.ascontiguousarray(x[:, ys][:, :, xs]), "main_mem_out_address")
+
+
+EXECUTORS[20] = lambda m, layer: _flatten(m, layer, m.f32)
+EXECUTORS[21] = lambda m, layer: _flatten(m, layer, m.u8)
+EXECUTORS[22] = lambda m, layer: _resize(m, layer, m.f32)
+EXECUTORS[23] = lambda m, layer: _resize(m, layer, m.u8)
 
 
 # ---- running a model -------------------------------------------------------------------------------------------
 def input_spec(model):
     """('kpu', (C, H, W)) for a model whose first layer is a KPU conv, ('float', (n,)) for FULLY_CONNECTED first."""
     if not model.layers:
-        raise EmcError("the kmodel has no layers")
+        raise EmcError("the kmodel has no layers: there is nothing to run")
     first = model.layers[0]
     if first.code == 10240:
         return "kpu", first.arg.in_shape
@@ -326,25 +434,64 @@ def input_spec(model):
                    f"is K210_CONV or FULLY_CONNECTED")
 
 
+def _check_runnable(model, sdk):
+    first = model.layers[0].code if model.layers else None
+    if first not in sdk.first_types:
+        names = " or ".join(LAYER_TYPES[c][0] for c in sdk.first_types)
+        raise EmcError(f"{sdk.name} starts a model only at {names}; this kmodel starts with "
+                       f"{LAYER_TYPES.get(first, ('no layer',))[0]}")
+    for layer in model.layers:
+        if layer.code not in sdk.types or layer.code not in EXECUTORS:
+            raise EmcError(f"layer {layer.index} ({layer.name}) is not run by the {sdk.name} loader"
+                           + ("; try sdk='head'" if layer.code in SDKS["head"].types else ""))
+
+
 def run_one(model, x, sdk="head", arg_x_mode="per_channel", trace=None):
     """Run one sample (uint8 CHW image or float vector, already in device layout); returns the flat outputs."""
     m = Machine(model, sdk, arg_x_mode)
+    _check_runnable(model, m.sdk)
+    kind, shape = input_spec(model)
+    first = model.layers[0]
+    m.layer = first
+    if kind == "kpu":
+        kpu_upload(m.kpu, first.arg.image_src_addr, np.asarray(x, np.uint8).reshape(shape))
+    else:
+        m.put(first.body.main_mem_in_address, np.asarray(x, np.float32).reshape(-1), "main_mem_in_address")
+    with np.errstate(all="ignore"):                 # the chip's float layers overflow to inf/NaN silently
+        for layer in model.layers:
+            m.layer = layer
+            out = EXECUTORS[layer.code](m, layer)
+            log.debug("layer %d %s -> %s %s", layer.index, layer.name, np.shape(out), np.asarray(out).dtype)
+            if trace is not None:
+                trace.append((layer.index, layer.name, np.array(out)))
+    m.layer = None
+    return [m.output(i, address, size) for i, (address, size) in enumerate(model.outputs)]
+
+
+def run_v3(model, x, layout="hwc", trace=False, sdk="head", arg_x_mode="per_channel"):
+    """Outputs of a parsed kmodel v3 for x (see emc.platforms.k210.kmodel.run_kmodel for the conventions)."""
+    from .kmodel import to_device_layout
     kind, shape = input_spec(model)
     if kind == "kpu":
-        kpu_upload(m.kpu, model.layers[0].arg.image_src_addr, x.reshape(shape))
+        xs, batched = to_device_layout(x, shape, layout)
     else:
-        first = model.layers[0].body
-        m.layer = model.layers[0]
-        m.put(first.main_mem_in_address, np.asarray(x, np.float32).reshape(-1), "main_mem_in_address")
-    for layer in model.layers:
-        m.layer = layer
-        fn = EXECUTORS.get(layer.code)
-        if fn is None:
-            raise EmcError(f"layer {layer.index} ({layer.name}) is not run by the K210 loader")
-        out = fn(m, layer)
-        if trace is not None:
-            trace.append((layer.index, layer.name, np.asarray(out).copy()))
-    results = []
-    for i, (address, size) in enumerate(model.outputs):
-        results.append(m.main[m._span(address, size - size % 4, f"outputs[{i}]")].view("<f4").copy())
-    return results
+        arr = np.asarray(x, np.float32)
+        if arr.shape == shape:
+            xs, batched = arr[None], False
+        elif arr.ndim == 2 and arr.shape[1:] == shape:
+            xs, batched = arr, True
+        else:
+            raise EmcError(f"the kmodel takes {shape[0]} float inputs (or a batch of them, N x {shape[0]}); "
+                           f"got an array of shape {arr.shape}")
+    if len(xs) == 0:
+        raise EmcError("the batch is empty: give at least one sample")
+    outs, steps = [], []
+    for sample in xs:
+        steps.append([] if trace else None)
+        outs.append(run_one(model, sample, sdk, arg_x_mode, steps[-1]))
+    results = [np.stack([o[k] for o in outs]) if batched else outs[0][k] for k in range(len(model.outputs))]
+    if not trace:
+        return results
+    if not batched:
+        return results, steps[0]
+    return results, [(i, name, np.stack([s[n][2] for s in steps])) for n, (i, name, _) in enumerate(steps[0])]

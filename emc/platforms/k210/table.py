@@ -1,0 +1,500 @@
+"""The K210 mapping table: graph op kind -> generator of kmodel v3 layers (one small function per row).
+
+TABLE is also the source of the "supported layers" list. Generators call ctx.problem() for what the K210
+cannot take and return without a value; the lowering then continues, so every problem is listed at once.
+"""
+import math
+
+import numpy as np
+
+from ...layers import LINEAR, Act
+from .actfit import activation_fn
+from .ir import F32, KPU, MAIN, U8
+from .kpu import POOL_FACTOR
+from .lower import Value
+from .quantize import Quant, kpu_conv_params
+
+TABLE = {}
+FC_ACTS = {"linear": 0, "relu": 1, "relu6": 2}
+
+
+def lowers(*kinds):
+    """Register a generator for graph op kinds."""
+    def wrap(fn):
+        for kind in kinds:
+            TABLE[kind] = fn
+        return fn
+    return wrap
+
+
+# ---- input and pass-through --------------------------------------------------------------------------------
+@lowers("input")
+def model_input(ctx, node):
+    """Placed by the lowering itself (KPU image or float vector); reaching here means it could not be."""
+    ctx.problem(node, "the model input could not be placed")
+
+
+@lowers("identity")
+def identity(ctx, node):
+    src = ctx.values[node.inputs[0]]
+    ctx.alias(node.name, src, node.shape, src.order)
+
+
+# ---- KPU convolutions ----------------------------------------------------------------------------------------
+@lowers("conv2d", "depthwise_conv2d")
+def convolution(ctx, node):
+    plan = ctx.plans.get(node.name)
+    if plan is None:
+        ctx.problem(node, "not a convolution the KPU can run")
+        return
+    kpu_conv(ctx, node, plan)
+
+
+@lowers("batch_norm", "rescale")
+def channel_affine(ctx, node):
+    """Per-channel scale + offset of a map = a depthwise 1x1 KPU conv."""
+    plan = ctx.plans.get(node.name)
+    if plan is None:
+        ctx.problem(node, "a stand-alone per-channel affine on a vector has no K210 layer; fold it into the "
+                          "dense layer before it")
+        return
+    kpu_conv(ctx, node, plan)
+
+
+@lowers("dense")
+def dense(ctx, node):
+    plan = ctx.plans.get(node.name)
+    if plan is not None:                       # dense on a map: a 1x1 KPU conv
+        kpu_conv(ctx, node, plan)
+    else:
+        fully_connected(ctx, node)
+
+
+def kpu_conv(ctx, node, plan):
+    """One K210_CONV (plus the padding / selection layers its plan asks for)."""
+    if plan.problems:
+        for text in plan.problems:
+            ctx.problem(node, text)
+        return
+    src = ctx.values[node.inputs[0]]
+    kernel, bias = plan.kernel, plan.bias
+    if node.op.kind == "dense" and src.order not in (None, "hwc"):
+        kernel = kernel[:, :, chw_rows(src.order)]
+    if src.affine is not None:
+        kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine)
+    else:
+        if src.quant is None:
+            src.quant = ctx.quant_of(src.name)
+        in_q = src.quant
+    c_in = kernel.shape[2]
+    if plan.padded:
+        x = ctx.buffer(node.name + ":pad4", KPU, U8, (c_in, 4, 4), in_q)
+        ctx.emit("K210_ADD_PADDING", node.name, [ctx.need(src, U8)], [x], channels=c_in)
+        in_chw = (c_in, 4, 4)
+    elif plan.inherit:
+        x, in_chw = src.raw, src.raw.chw
+    elif any(plan.prepad):
+        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q)
+        if x is None:
+            return
+    else:
+        x, in_chw = ctx.need(src, KPU), src.chw
+    act = plan.activation
+    pre_range = ctx.pre_range(node.name, act)
+    if act.name == "softmax":                      # the KPU computes the logits, SOFTMAX runs on the CPU
+        act, out_q = LINEAR, Quant.from_range(*pre_range)
+    else:
+        out_q = ctx.quant_of(node.name)
+    params = kpu_conv_params(kernel, bias, plan.depthwise, in_q, pre_range, out_q, act)
+    ctx.act_errors.append((node.name, repr(act), params.act.method, params.act.max_error))
+    c_out, factor = params.c_out, POOL_FACTOR[plan.pool]
+    out_chw = (c_out, in_chw[1] // factor, in_chw[2] // factor)
+    out = ctx.buffer(node.name, KPU, U8, out_chw, out_q)
+    k = params.kernel_size
+    pixels = 1 if plan.padded else in_chw[1] * in_chw[2]     # a padded 1x1 map: only one pixel is real work
+    macs = pixels * k * k * c_out * (1 if plan.depthwise else c_in)
+    layer = ctx.emit("K210_CONV", node.name, [x], [out], macs=macs,
+                     weight_bytes=params.weights.size + 8 * c_out + 144,
+                     conv=params, pool=plan.pool, in_chw=in_chw, out_chw=out_chw)
+    name = plan.fused or node.name
+    shape = ctx.graph[name].shape
+    if plan.padded:
+        flat = ctx.buffer(name + ":unpad", MAIN, U8, (c_out,), out_q)
+        ctx.emit("K210_REMOVE_PADDING", name, [ctx.stream_out(layer)], [flat], channels=c_out)
+        ctx.set_value(name, shape, U8, flat, out_q)
+    elif plan.select:
+        picked = ctx.select(name, ctx.stream_out(layer), out_chw, plan.select, out_q)
+        ctx.set_value(name, shape, U8, picked, out_q)
+    elif plan.defer:
+        v = Value(name, shape, out_q)
+        v.raw, v.conv = out, layer
+        ctx.values[name] = v
+    else:
+        ctx.set_value(name, shape, KPU, out, out_q, conv=layer)
+    if plan.activation.name == "softmax":
+        softmax(ctx, node, ctx.values.pop(name))
+
+
+def prepadded(ctx, node, src, pads, in_q):
+    """Zero padding on the CPU (a 1x1 QUANTIZED_MAX_POOL2D gives code 0 outside the map), then an upload."""
+    if src.affine is not None or in_q.zero_point != 0:
+        ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
+                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu) or use padding='same'")
+        return None, None
+    c, h, w = src.chw
+    top, bottom, left, right = pads
+    out_hw = (h + top + bottom, w + left + right)
+    u8 = ctx.max_pool(node.name + ":pad", ctx.need(src, U8), src.chw, out_hw, (1, 1), (1, 1), (top, left), in_q)
+    return ctx.upload(node.name + ":pad", u8, (c,) + out_hw, in_q), (c,) + out_hw
+
+
+def fold_input_transform(ctx, node, kernel, bias, plan, affine):
+    """First conv on the camera image: fold the per-channel pixel -> float mapping into kernel and bias.
+
+    The KPU then sees raw pixels with an integer zero point; a fractional zero point (e.g. 127.5 for
+    img_neg1_1) is corrected in the bias (exact inside the map, half a pixel step off on padded borders).
+    """
+    scale, offset = (np.asarray(a, np.float64) for a in affine)
+    zp_c = -offset / scale
+    zp = int(np.clip(round(float(np.mean(zp_c))), 0, 255))
+    kernel = np.asarray(kernel, np.float64) * scale.reshape(1, 1, -1, 1)
+    corr = zp - zp_c
+    bias = np.zeros(kernel.shape[2] if plan.depthwise else kernel.shape[3]) if bias is None \
+        else np.asarray(bias, np.float64).copy()
+    if plan.depthwise:
+        bias += kernel[:, :, :, 0].sum(axis=(0, 1)) * corr
+    else:
+        bias += np.einsum("hwio,i->o", kernel, corr)
+    if np.any(np.abs(corr) > 1e-6) and plan.k == 3:
+        ctx.notes.append(f"'{node.name}': the input zero point {float(np.mean(zp_c)):g} is not an integer pixel "
+                         f"value; border pixels of this 3x3 conv see padding half a pixel step off")
+    return kernel, bias, Quant(1.0, zp)
+
+
+# ---- dense (float, CPU) ---------------------------------------------------------------------------------------
+def fully_connected(ctx, node):
+    """FULLY_CONNECTED on float32; a preceding flatten is folded by permuting the weight rows to CHW order."""
+    op = node.op
+    src = ctx.values[node.inputs[0]]
+    if len(ctx.graph[node.inputs[0]].shape) != 1:
+        ctx.problem(node, f"dense on a {ctx.graph[node.inputs[0]].shape} tensor; the K210 takes dense layers "
+                          f"on vectors and on (H, W, C) maps; flatten first")
+        return
+    kernel = np.asarray(op.kernel, np.float32)
+    if src.order not in (None, "hwc"):
+        kernel = kernel[chw_rows(src.order)]
+    x = ctx.need(src, F32)
+    n_in, n_out = kernel.shape
+    bias = np.zeros(n_out, np.float32) if op.bias is None else np.asarray(op.bias, np.float32)
+    act = op.activation
+    out = ctx.buffer(node.name, MAIN, F32, (n_out,))
+    ctx.emit("FULLY_CONNECTED", node.name, [x], [out], macs=n_in * n_out, weight_bytes=4 * (n_in * n_out + n_out),
+             weights=np.ascontiguousarray(kernel.T), bias=bias, act=FC_ACTS.get(act.name, 0))
+    if act.name in FC_ACTS:
+        ctx.set_value(node.name, node.shape, F32, out)
+        return
+    pre = Value(node.name + ":preact", node.shape, Quant.from_range(*ctx.pre_range(node.name, act)))
+    pre.forms[F32] = out
+    float_activation(ctx, node, pre, act)
+
+
+def chw_rows(order):
+    """Row permutation of a dense kernel whose input is the flattened (h, w, c) map stored in CHW order."""
+    h, w, c = order
+    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    return ((yy * w + xx) * c + cc).reshape(-1)
+
+
+def float_activation(ctx, node, src, act):
+    """An activation on a float value: LOGISTIC / SOFTMAX on the CPU, others through a uint8 lookup table."""
+    if act.name == "sigmoid":
+        out = ctx.buffer(node.name + ":sigmoid", MAIN, F32, (src.count,))
+        ctx.emit("LOGISTIC", node.name, [ctx.need(src, F32)], [out], count=src.count)
+        ctx.set_value(node.name, node.shape, F32, out, order=src.order)
+    elif act.name == "softmax":
+        softmax(ctx, node, src)
+    else:
+        lookup_activation(ctx, node, src, act)
+
+
+def softmax(ctx, node, src):
+    shape = node.shape
+    if len(shape) > 1 and src.count not in shape:
+        ctx.problem(node, f"softmax over the channels of a {shape} map has no K210 v3 layer (SOFTMAX takes one "
+                          f"vector); apply it on the host")
+        return
+    nat = ctx.natural(src)
+    out = ctx.buffer(node.name + ":softmax", MAIN, F32, (src.count,))
+    ctx.emit("SOFTMAX", node.name, [ctx.need(nat, F32)], [out], count=src.count)
+    ctx.set_value(node.name, shape, F32, out)
+
+
+def lookup_activation(ctx, node, src, act):
+    """REQUANTIZE: a 256-entry table maps the input codes to the activation's output codes (exact rounding)."""
+    u8 = ctx.need(src, U8)
+    q_in, q_out = src.quant, ctx.quant_of(node.name)
+    codes = np.arange(256)
+    real = activation_fn(act)((codes - q_in.zero_point) * q_in.scale)
+    table = np.clip(np.round(real / q_out.scale) + q_out.zero_point, 0, 255).astype(np.uint8)
+    out = ctx.buffer(node.name, MAIN, U8, u8.shape, q_out)
+    ctx.emit("REQUANTIZE", node.name, [u8], [out], count=src.count, table=table)
+    ctx.set_value(node.name, node.shape, U8, out, q_out, order=src.order)
+
+
+# ---- activations -------------------------------------------------------------------------------------------------
+@lowers("activation")
+def activation(ctx, node):
+    apply_activation(ctx, node, node.op.activation)
+
+
+@lowers("prelu")
+def prelu(ctx, node):
+    alpha = np.unique(node.op.weights["alpha"])
+    if len(alpha) != 1:
+        ctx.problem(node, "PReLU with per-channel slopes has no K210 layer; use LeakyReLU (one slope) instead")
+        return
+    apply_activation(ctx, node, Act("leaky_relu", float(alpha[0])))
+
+
+def apply_activation(ctx, node, act):
+    src = ctx.values[node.inputs[0]]
+    if act.name == "softmax":
+        softmax(ctx, node, src)
+        return
+    if src.raw is None and not ({KPU, U8} & set(src.forms)):
+        float_activation(ctx, node, src, act)
+        return
+    if src.quant is None:
+        src.quant = ctx.quant_of(src.name)
+    q = src.quant
+    if act.name in ("relu", "relu6") and q.zero_point == 0 and (act.name == "relu" or q.hi <= 6.0 + 1e-6):
+        ctx.alias(node.name, src, node.shape, src.order)          # the codes already clamp at real 0
+        return
+    lookup_activation(ctx, node, src, act)
+
+
+# ---- pooling --------------------------------------------------------------------------------------------------------
+@lowers("pool2d")
+def pool(ctx, node):
+    op = node.op
+    src = ctx.values[node.inputs[0]]
+    top, _, left, _ = op.pads
+    out_hw = node.shape[:2]
+    if op.mode == "max":           # out-of-map samples are skipped, as TF's 'same' max pool ignores padding
+        out = ctx.max_pool(node.name, ctx.need(src, U8), src.chw, out_hw, op.pool_size, op.strides, (top, left),
+                           src.quant)
+        ctx.set_value(node.name, node.shape, U8, out, src.quant)
+        return
+    c = src.chw[0]
+    out = ctx.buffer(node.name, MAIN, F32, (c,) + tuple(out_hw))
+    ctx.emit("AVERAGE_POOL2D", node.name, [ctx.need(src, F32)], [out], in_chw=src.chw, out_chw=(c,) + tuple(out_hw),
+             kernel=op.pool_size, strides=op.strides, pads=(top, left),
+             macs=int(np.prod(node.shape)) * op.pool_size[0] * op.pool_size[1])
+    ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
+
+
+@lowers("global_pool2d")
+def global_pool(ctx, node):
+    src = ctx.values[node.inputs[0]]
+    c, h, w = src.chw
+    if node.op.mode == "max":
+        out = ctx.max_pool(node.name, ctx.need(src, U8), src.chw, (1, 1), (h, w), (1, 1), (0, 0), src.quant)
+        ctx.set_value(node.name, node.shape, U8, out, src.quant)
+        return
+    out = ctx.buffer(node.name, MAIN, F32, (c,))
+    ctx.emit("GLOBAL_AVERAGE_POOL2D", node.name, [ctx.need(src, F32)], [out], chw=(c, h, w), macs=c * h * w)
+    ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
+
+
+# ---- merging -----------------------------------------------------------------------------------------------------------
+ELEMENTWISE_COEFFICIENTS = {
+    "add": lambda n: [1.0] * n,
+    "sub": lambda n: [1.0] + [-1.0] * (n - 1),
+    "avg": lambda n: [1.0 / n] * n,
+}
+
+
+@lowers("elementwise")
+def elementwise(ctx, node):
+    op = node.op.op
+    if op not in ELEMENTWISE_COEFFICIENTS:
+        ctx.problem(node, f"element-wise '{op}' has no K210 v3 layer (it has add, sub and average); restructure "
+                          f"the model")
+        return
+    shapes = {ctx.graph[n].shape for n in node.inputs}
+    if len(shapes) != 1:
+        ctx.problem(node, f"element-wise '{op}' with broadcasting {sorted(shapes)}; the K210 adds equal shapes only")
+        return
+    srcs = [ctx.values[n] for n in node.inputs]
+    if op == "add" and all(s.raw is None and set(s.forms) == {F32} for s in srcs):
+        acc = ctx.need(srcs[0], F32)
+        for other in srcs[1:]:
+            out = ctx.buffer(node.name, MAIN, F32, (srcs[0].count,))
+            ctx.emit("ADD", node.name, [acc, ctx.need(other, F32)], [out], count=srcs[0].count)
+            acc = out
+        ctx.set_value(node.name, node.shape, F32, acc, ctx.quant_of(node.name))
+        return
+    coefficients = ELEMENTWISE_COEFFICIENTS[op](len(srcs))
+    out_q = ctx.quant_of(node.name)
+    a = ctx.natural(srcs[0]) if len({s.order for s in srcs}) > 1 else srcs[0]
+    acc_buf = ctx.need(a, U8)
+    acc_q, acc_c = a.quant, coefficients[0]
+    for other, c in zip(srcs[1:], coefficients[1:]):
+        b = ctx.natural(other) if a.order != other.order else other
+        b_buf = ctx.need(b, U8)
+        params = quantized_add_params(acc_q, acc_c, b.quant, c, out_q)
+        if params is None:
+            ctx.problem(node, "the input scales differ too much for QUANTIZED_ADD's 32-bit multipliers")
+            return
+        out = ctx.buffer(node.name, MAIN, U8, b_buf.shape, out_q)
+        ctx.emit("QUANTIZED_ADD", node.name, [acc_buf, b_buf], [out], count=a.count, macs=a.count, **params)
+        acc_buf, acc_q, acc_c = out, out_q, 1.0
+    ctx.set_value(node.name, node.shape, U8, acc_buf, out_q, order=a.order)
+
+
+def quantized_add_params(qa, ca, qb, cb, qo):
+    """QUANTIZED_ADD fields for out = ca * a + cb * b in real values (spec 2.4).
+
+    Multipliers share the shift 0 and one output shift P. The input with a positive coefficient carries a
+    bias of 2**Q codes so that the sum is never negative: the SDK's carry shift rounds negative values wrongly.
+    """
+    ra, rb = ca * qa.scale / qo.scale, cb * qb.scale / qo.scale
+    total = abs(ra) + abs(rb)
+    if total == 0 or max(ra, rb) <= 0:
+        return None
+    p = int(np.clip(math.floor(22 - math.log2(total)), 4, 24))
+    ma, mb = int(round(ra * 2 ** p)), int(round(rb * 2 ** p))
+    carrier_is_a = ra >= rb
+    mc = ma if carrier_is_a else mb
+    q = max(p, math.ceil(math.log2(255.0 * (abs(ma) + abs(mb)) / mc + 1)))
+    bias_codes = (1 << (q - p)) * mc
+    fields = {"a_offset": -qa.zero_point, "a_mul": ma, "a_shift": 0,
+              "b_offset": -qb.zero_point, "b_mul": mb, "b_shift": 0,
+              "out_offset": qo.zero_point - bias_codes, "out_mul": 1, "out_shift": p}
+    fields["a_offset" if carrier_is_a else "b_offset"] += 1 << q
+    limit = (1 << 31) - 1
+    if any(abs(v) > limit for v in fields.values()) or q > 30:
+        return None
+    return fields
+
+
+@lowers("concat")
+def concat(ctx, node):
+    """Concatenation of CHW bytes: one range per input (channels), per channel (rows) or per row (columns)."""
+    srcs = [ctx.values[n] for n in node.inputs]
+    rank = len(node.shape)
+    axis = node.op.resolved_axis(rank)
+    if rank == 1 and all(s.raw is None and set(s.forms) == {F32} for s in srcs):
+        parts = [ctx.need(ctx.natural(s), F32) for s in srcs]
+        out = ctx.buffer(node.name, MAIN, F32, (sum(p.count for p in parts),))
+        ctx.emit("CONCAT", node.name, parts, [out], ranges=[(p, 0, p.nbytes) for p in parts])
+        ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
+        return
+    if rank not in (1, 3):
+        ctx.problem(node, f"concat of rank-{rank} tensors; the K210 concatenates maps and vectors")
+        return
+    out_q = ctx.quant_of(node.name)
+    parts = []
+    for s in srcs:
+        s = ctx.natural(s) if rank == 1 else s
+        buf = ctx.need(s, U8)
+        if s.quant != out_q:
+            buf = requantize(ctx, node.name, buf, s.quant, out_q)
+        parts.append((buf, s.chw))
+    ranges = []
+    c, h, w = (node.shape[2], node.shape[0], node.shape[1]) if rank == 3 else (node.shape[0], 1, 1)
+    if rank == 1 or axis == 2:
+        ranges = [(buf, 0, buf.count) for buf, _ in parts]
+    elif axis == 0:
+        ranges = [(buf, ch * pc[1] * pc[2], pc[1] * pc[2]) for ch in range(c) for buf, pc in parts]
+    else:
+        ranges = [(buf, (ch * pc[1] + y) * pc[2], pc[2]) for ch in range(c) for y in range(h) for buf, pc in parts]
+    out = ctx.buffer(node.name, MAIN, U8, (c, h, w) if rank == 3 else (c,), out_q)
+    ctx.emit("QUANTIZED_CONCAT", node.name, [buf for buf, _ in parts], [out], ranges=ranges)
+    ctx.set_value(node.name, node.shape, U8, out, out_q)
+
+
+def requantize(ctx, name, buf, q_in, q_out):
+    codes = np.arange(256)
+    table = np.clip(np.round((codes - q_in.zero_point) * q_in.scale / q_out.scale) + q_out.zero_point, 0, 255)
+    out = ctx.buffer(name + ":requant", MAIN, U8, buf.shape, q_out)
+    ctx.emit("REQUANTIZE", name, [buf], [out], count=buf.count, table=table.astype(np.uint8))
+    return out
+
+
+# ---- shapes ---------------------------------------------------------------------------------------------------------------
+@lowers("flatten", "reshape")
+def reshape(ctx, node):
+    """No layer when the bytes already are in the new order; a flattened map keeps its CHW order lazily."""
+    src = ctx.values[node.inputs[0]]
+    in_shape, out_shape = ctx.graph[node.inputs[0]].shape, node.shape
+    if src.order == "hwc" or _row_major_equals_chw(in_shape) and src.order is None:
+        order = None
+    elif src.order is None and len(in_shape) == 3:
+        order = tuple(in_shape)                    # bytes are CHW of in_shape, graph order is its flattening
+    else:
+        order = src.order
+    if len(out_shape) == 3:
+        if order is not None and tuple(out_shape) == tuple(order):
+            ctx.alias(node.name, src, out_shape, None)
+            return
+        if order is not None or not _row_major_equals_chw(out_shape):
+            ctx.problem(node, f"reshape {in_shape} -> {out_shape} reorders channels; kmodel v3 has no layer that "
+                              f"turns a vector into a multi-channel CHW map")
+            return
+        order = None
+    ctx.alias(node.name, src, out_shape, order)
+
+
+def _row_major_equals_chw(shape):
+    return len(shape) != 3 or shape[0] * shape[1] == 1 or shape[2] == 1
+
+
+@lowers("upsample2d")
+def upsample(ctx, node):
+    src = ctx.values[node.inputs[0]]
+    c, h, w = src.chw
+    oh, ow = node.shape[:2]
+    for size, out_size in ((h, oh), (w, ow)):         # the SDK's float32 source index must be the nearest one
+        scale = np.float32(size) / np.float32(out_size)
+        index = np.minimum(np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64), size - 1)
+        if not np.array_equal(index, np.arange(out_size) * size // out_size):
+            ctx.problem(node, f"upsampling {size} -> {out_size}: the SDK's float32 index rounding differs from "
+                              f"nearest-neighbour; use a factor of 2 or 4")
+            return
+    out = ctx.buffer(node.name, MAIN, U8, (c, oh, ow), src.quant)
+    ctx.emit("QUANTIZED_RESIZE_NEAREST_NEIGHBOR", node.name, [ctx.need(src, U8)], [out], in_chw=(c, h, w),
+             out_hw=(oh, ow))
+    ctx.set_value(node.name, node.shape, U8, out, src.quant)
+
+
+@lowers("pad2d")
+def pad(ctx, node):
+    """Padding on the CPU as a 1x1 QUANTIZED_MAX_POOL2D: out-of-map samples give code 0."""
+    src = ctx.values[node.inputs[0]]
+    u8 = ctx.need(src, U8)
+    q = src.quant
+    if abs((0 - q.zero_point) * q.scale - node.op.value) > q.scale / 2:
+        ctx.problem(node, f"padding with {node.op.value:g} on the CPU gives code 0 = {q.lo:g} for this tensor; "
+                          f"fold the padding into the next conv (ZeroPadding2D(1) + 3x3 'valid') instead")
+        return
+    top, _, left, _ = node.op.pads
+    out = ctx.max_pool(node.name, u8, src.chw, node.shape[:2], (1, 1), (1, 1), (top, left), q)
+    ctx.set_value(node.name, node.shape, U8, out, q)
+
+
+@lowers("crop2d")
+def crop(ctx, node):
+    src = ctx.values[node.inputs[0]]
+    top, _, left, _ = node.op.crops
+    oh, ow = node.shape[:2]
+    out = ctx.crop(node.name, ctx.need(src, U8), src.chw, (top, left, oh, ow), src.quant, U8)
+    ctx.set_value(node.name, node.shape, U8, out, src.quant)
+
+
+def supported_kinds():
+    """Graph op kinds the K210 v3 writer lowers (some with conditions, see the messages of check())."""
+    return sorted(TABLE)
+
+
+__all__ = ["TABLE", "lowers", "supported_kinds"]

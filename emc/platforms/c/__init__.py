@@ -1,0 +1,80 @@
+"""The generic C platform: graph -> int8 C99 sources (model .h/.c plus emc's kernel library).
+
+TABLE (graph op kind -> handler) is the source of the supported-layers list; check(graph, calibration) lists
+every problem before anything is written; convert() returns a CArtefact whose simulate() is the Python twin
+of the C's integer arithmetic and whose compile()/predict() run the real C through the host compiler.
+"""
+import logging
+
+from ...errors import PlatformLimitError
+from .artefact import CArtefact, build_report
+from .build import runtime_files
+from .codegen import Generator, c_identifier
+from .ir import Program
+from .lower import Lowering
+from .planner import plan_memory, route_outputs
+from .table import TABLE, supported_kinds
+
+log = logging.getLogger(__name__)
+PLATFORM = "c"
+
+
+def lower(graph, calibration, input_transform=None, platform=PLATFORM):
+    """Quantise and lower the optimized graph: (Program, notes); raises PlatformLimitError listing every problem."""
+    low = Lowering(graph, calibration, TABLE, input_transform).run()
+    if low.problems:
+        raise PlatformLimitError(low.problems, platform=platform)
+    steps = list(low.steps)
+    tensors = dict(low.tensors)
+    outputs = route_outputs(steps, tensors, graph.inputs, graph.outputs)
+    return Program(steps, tensors, graph.inputs, outputs), low.notes
+
+
+def build(graph, calibration, quant_bit=8, input_transform=None, name="model", ram_limit=None, flash_limit=None,
+          platform=PLATFORM, title="int8 C"):
+    """Lower, plan and generate: (files, report, program, plan) -- shared by the c and stm32 platforms."""
+    if quant_bit != 8:
+        raise PlatformLimitError([f"quant_bit={quant_bit}: the C kernels are int8; use quant_bit=8"], platform=platform)
+    program, notes = lower(graph, calibration, input_transform, platform)
+    plan = plan_memory(program.steps, program.tensors, program.inputs, program.outputs)
+    limits = []
+    if ram_limit is not None and plan.arena_bytes > ram_limit:
+        limits.append(f"the arena needs {plan.arena_bytes:,} bytes, more than ram_limit={int(ram_limit):,} bytes "
+                      f"(live-tensor lower bound {plan.lower_bound:,}); use a smaller input or fewer channels")
+    if flash_limit is not None and program.weight_bytes > flash_limit:
+        limits.append(f"the constant weights and tables need {program.weight_bytes:,} bytes, more than "
+                      f"flash_limit={int(flash_limit):,} bytes; use fewer or smaller layers")
+    if limits:
+        raise PlatformLimitError(limits, platform=platform)
+    ident = c_identifier(name)
+    files = Generator(ident, program, plan).generate()
+    files.update(runtime_files())
+    report = build_report(f"{title} model '{ident}'", program, plan, notes)
+    return files, report, program, plan
+
+
+def convert(graph, calibration, quant_bit=8, input_transform=None, name="model", ram_limit=None, flash_limit=None,
+            **ignored):
+    """Generate the int8 C deployment of an optimized, calibrated graph; returns a CArtefact.
+
+    ram_limit / flash_limit (bytes): raise PlatformLimitError when the arena / the constant data exceed them.
+    The entry point is `int <name>_run(const int8_t *in, int8_t *out)`; several inputs (outputs) are laid
+    back to back in graph order in `in` (`out`), at the <NAME>_INPUTi_OFFSET (OUTPUTi_OFFSET) defines.
+    """
+    if ignored:
+        log.debug("c platform: ignoring options %s", ", ".join(sorted(ignored)))
+    files, report, program, plan = build(graph, calibration, quant_bit, input_transform, name, ram_limit,
+                                         flash_limit)
+    return CArtefact(name, files, report, program, plan)
+
+
+def check(graph, calibration):
+    """Every problem the C platform has with this optimized graph and calibration; [] when it converts."""
+    try:
+        lower(graph, calibration)
+    except PlatformLimitError as err:
+        return list(err.problems)
+    return []
+
+
+__all__ = ["TABLE", "PLATFORM", "convert", "check", "build", "lower", "supported_kinds", "CArtefact"]

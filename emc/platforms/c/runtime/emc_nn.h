@@ -1,0 +1,175 @@
+/* emc_nn: emc's portable int8 neural-network kernels (C99, no malloc, no floating point).
+ *
+ * Quantisation follows TF Lite Micro / CMSIS-NN: real = (q - zero_point) * scale for int8 activations,
+ * symmetric per-channel int8 weights, int32 biases, and requantisation of int32 accumulators by a Q31
+ * multiplier and a power-of-two shift (shift > 0 shifts left). Tensors are NHWC without the batch axis.
+ * Kernels marked "in place" accept out == in.
+ *
+ * Define EMC_USE_CMSIS_NN (and put CMSIS-NN on the include path) to route convolutions, dense layers,
+ * pooling and same-shape add/mul through CMSIS-NN's s8 functions; results are meant to stay identical.
+ */
+#ifndef EMC_NN_H
+#define EMC_NN_H
+
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* round(x * mult * 2^(shift - 31)) the TF Lite Micro way (MultiplyByQuantizedMultiplier). */
+static inline int32_t emc_requantize(int32_t x, int32_t mult, int32_t shift)
+{
+    int32_t left = shift > 0 ? shift : 0;
+    int32_t right = shift > 0 ? 0 : -shift;
+    int64_t v = (int64_t)x * ((int64_t)1 << left);
+    int64_t ab, nudge;
+    int32_t high, mask, remainder, threshold;
+    if (v > INT32_MAX) v = INT32_MAX;
+    if (v < INT32_MIN) v = INT32_MIN;
+    if (v == INT32_MIN && mult == INT32_MIN) {
+        high = INT32_MAX;
+    } else {
+        ab = v * (int64_t)mult;
+        nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
+        high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    }
+    mask = (int32_t)(((int64_t)1 << right) - 1);
+    remainder = high & mask;
+    threshold = (mask >> 1) + (high < 0 ? 1 : 0);
+    return (high >> right) + (remainder > threshold ? 1 : 0);
+}
+
+static inline int8_t emc_clamp8(int32_t v, int32_t lo, int32_t hi)
+{
+    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
+}
+
+/* ---- convolutions and dense ---------------------------------------------------------------------------- */
+typedef struct {
+    int32_t in_h, in_w, in_c, out_h, out_w, out_c;
+    int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
+    int32_t depth_mult;            /* depthwise only: output channel c * depth_mult + m reads input channel c */
+    int32_t in_zp, out_zp, act_min, act_max;
+    const int8_t *weights;         /* conv: [out_c][kh][kw][in_c]; depthwise: [kh][kw][out_c] */
+    const int32_t *bias, *mult, *shift;   /* per output channel */
+    const int8_t *lut;             /* NULL, or 256 codes applied after requantisation: out = lut[q + 128] */
+} emc_conv_params;
+
+void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
+void emc_depthwise_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t rows, in_features, out_features;
+    int32_t in_zp, out_zp, act_min, act_max;
+    const int8_t *weights;         /* [out_features][in_features] */
+    const int32_t *bias, *mult, *shift;
+    const int8_t *lut;
+} emc_dense_params;
+
+void emc_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t count, channels, in_zp, out_zp;
+    const int8_t *weights;         /* one per channel */
+    const int32_t *bias, *mult, *shift;
+} emc_channel_scale_params;
+
+void emc_channel_scale_s8(const emc_channel_scale_params *p, const int8_t *in, int8_t *out);   /* in place */
+
+/* ---- pooling ------------------------------------------------------------------------------------------------ */
+typedef struct {
+    int32_t in_h, in_w, channels, out_h, out_w;
+    int32_t pool_h, pool_w, stride_h, stride_w, pad_top, pad_left;
+} emc_pool_params;
+
+void emc_max_pool_s8(const emc_pool_params *p, const int8_t *in, int8_t *out);
+void emc_avg_pool_s8(const emc_pool_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t in_h, in_w, channels, in_zp, out_zp, mult, shift;
+} emc_global_pool_params;
+
+void emc_global_max_pool_s8(const emc_global_pool_params *p, const int8_t *in, int8_t *out);
+void emc_global_avg_pool_s8(const emc_global_pool_params *p, const int8_t *in, int8_t *out);
+
+/* ---- element-wise and concatenation (inputs broadcast over 4-D output dims through element strides) ---- */
+typedef struct {
+    int32_t n, dims[4];
+    const int32_t *strides;        /* n x 4, 0 on broadcast axes */
+    const int32_t *in_zp, *in_mult, *in_shift, *sign;
+    int32_t left_shift, out_mult, out_shift, out_zp;
+} emc_add_params;
+
+void emc_add_s8(const emc_add_params *p, const int8_t *const *in, int8_t *out);     /* in place */
+
+typedef struct {
+    int32_t dims[4];
+    const int32_t *strides;        /* 2 x 4 */
+    const int32_t *in_zp;
+    int32_t out_mult, out_shift, out_zp;
+} emc_mul_params;
+
+void emc_mul_s8(const emc_mul_params *p, const int8_t *const *in, int8_t *out);     /* in place */
+
+typedef struct {
+    int32_t n, is_max, dims[4];
+    const int32_t *strides, *in_zp, *in_mult, *in_shift;
+    int32_t out_zp;
+} emc_maxmin_params;
+
+void emc_maxmin_s8(const emc_maxmin_params *p, const int8_t *const *in, int8_t *out);   /* in place */
+
+typedef struct {
+    int32_t n, outer;
+    const int32_t *inner, *same, *in_zp, *in_mult, *in_shift;
+    int32_t out_zp;
+} emc_concat_params;
+
+void emc_concat_s8(const emc_concat_params *p, const int8_t *const *in, int8_t *out);
+
+/* ---- activations ------------------------------------------------------------------------------------------ */
+typedef struct {
+    int32_t count, in_zp, out_zp, mult, shift, act_min, act_max;
+} emc_requant_params;
+
+void emc_requant_clamp_s8(const emc_requant_params *p, const int8_t *in, int8_t *out);   /* relu, relu6; in place */
+
+typedef struct {
+    int32_t count, period, in_zp, out_zp, mult_pos, shift_pos, mult_neg, shift_neg;
+    const int8_t *alpha;           /* prelu: period slopes; leaky relu: NULL (the slope is in mult_neg) */
+} emc_leaky_params;
+
+void emc_leaky_relu_s8(const emc_leaky_params *p, const int8_t *in, int8_t *out);    /* in place */
+void emc_prelu_s8(const emc_leaky_params *p, const int8_t *in, int8_t *out);         /* in place */
+void emc_lut_s8(int32_t count, const int8_t *table, const int8_t *in, int8_t *out);  /* in place */
+/* softmax over rows of depth values; table[d] = round(exp(-scale * d) * 2^16); output scale 1/recip, zp -128 */
+void emc_softmax_s8(int32_t rows, int32_t depth, int32_t recip, const int32_t *table, const int8_t *in,
+                    int8_t *out);   /* in place */
+
+/* ---- data movement --------------------------------------------------------------------------------------- */
+typedef struct {
+    int32_t in_h, in_w, channels, out_h, out_w, top, left, value;   /* pad: value fills; crop: value unused */
+} emc_window_params;
+
+void emc_pad_s8(const emc_window_params *p, const int8_t *in, int8_t *out);
+void emc_crop_s8(const emc_window_params *p, const int8_t *in, int8_t *out);
+
+typedef struct {
+    int32_t in_h, in_w, channels, factor_h, factor_w;
+} emc_upsample_params;
+
+void emc_upsample_s8(const emc_upsample_params *p, const int8_t *in, int8_t *out);
+
+#ifdef EMC_USE_CMSIS_NN
+/* Scratch memory for CMSIS-NN kernels, set by the generated model before it runs. */
+extern void *emc_cmsis_buf;
+extern int32_t emc_cmsis_buf_size;
+#endif
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EMC_NN_H */

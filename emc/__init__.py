@@ -42,3 +42,14 @@ def run_kmodel(model, x, **kwargs):
 __all__ = ["EmcError", "UnsupportedLayerError", "ModelLoadError", "GraphError", "DatasetError",
            "QuantizationError", "PlatformLimitError", "KModelFormatError", "Graph", "load_model", "convert",
            "save_kmodel", "load_kmodel", "run_kmodel", "__version__"]
+
+# ---- evaluation and comparison helpers (the user's journey, issue 6) ----------------------------------------
+# Importing a submodule sets the package attribute of the same name, which would replace the functions
+# emc.convert / emc.compare / emc.evaluate by their modules the first time anything imports them; importing
+# the modules here, once, and binding the functions afterwards keeps `emc.convert(...)` callable.
+_convert_function = convert
+__import__("importlib").import_module(".convert", __name__)
+convert = _convert_function
+from .evaluate import evaluate, export_c_array, export_test_bin  # noqa: E402
+from .compare import compare  # noqa: E402
+__all__ += ["evaluate", "export_test_bin", "export_c_array", "compare"]

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from common import randomise_batchnorm
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -37,13 +39,7 @@ def mobilenet_v1(alpha=0.25, size=128, classes=1000, seed=0):
         x = bn_relu6(k.Conv2D(int(filters * alpha), 1, use_bias=False)(x))
     x = k.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, k.Dense(classes, activation="softmax")(x), name="mobilenet_v1_025")
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            n = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n),
-                               rng.uniform(0.5, 2.0, n)])
-    return model
+    return randomise_batchnorm(model, seed)
 
 
 def host_time(art, q, repeats=20):

@@ -13,6 +13,8 @@ import tracemalloc
 
 import numpy as np
 
+from common import randomise_batchnorm
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -43,13 +45,7 @@ def mobilenet_v1(alpha=1.0, size=224, classes=1000, seed=0):
         x = conv_bn(x, int(filters * alpha), 1, 1)
     x = k.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, k.Dense(classes, activation="softmax")(x), name="mobilenet_v1")
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if type(layer).__name__ == "BatchNormalization":
-            n = layer.get_weights()[0].shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n),
-                               rng.uniform(0.5, 2.0, n)])
-    return model
+    return randomise_batchnorm(model, seed)
 
 
 def calibration_images(size=224, count=64):

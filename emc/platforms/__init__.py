@@ -10,6 +10,17 @@ _PLATFORMS = {
 }
 
 
+def registrar(table):
+    """A decorator factory filling a platform's TABLE: @lowers('conv2d', ...) registers a handler."""
+    def lowers(*kinds):
+        def wrap(fn):
+            for kind in kinds:
+                table[kind] = fn
+            return fn
+        return wrap
+    return lowers
+
+
 def register(name, module):
     """Make a platform known: `module` is a module object or its import path."""
     _PLATFORMS[name] = module

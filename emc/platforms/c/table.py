@@ -12,6 +12,8 @@ from .quantize import (SOFTMAX_ZERO_POINT, activation_params, activation_table, 
                        per_channel_weights, quantize_bias, requant_arrays, softmax_exp_table, symmetric_tensor)
 from .fixedpoint import quantize_multiplier
 
+from .. import registrar  # noqa: E402
+
 TABLE = {}
 CLAMP_ACTS = ("linear", "relu", "relu6")
 ADD_LEFT_SHIFT = 20              # TFLM's headroom for int8 add: inputs are scaled to Q20 before summing
@@ -21,13 +23,7 @@ MAX_SOFTMAX_DEPTH = 32767        # sum of 2**16-scaled exponentials must fit an 
 MAX_SOFTMAX_RECIP = 1 << 24      # output scale 1/R: R * 2**16 stays far inside int64
 
 
-def lowers(*kinds):
-    """Register a handler for graph op kinds."""
-    def wrap(fn):
-        for kind in kinds:
-            TABLE[kind] = fn
-        return fn
-    return wrap
+lowers = registrar(TABLE)
 
 
 def supported_kinds():

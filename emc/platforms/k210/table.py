@@ -14,17 +14,13 @@ from .kpu import POOL_FACTOR
 from .lower import Value
 from .quantize import Quant, kpu_conv_params
 
+from .. import registrar  # noqa: E402
+
 TABLE = {}
 FC_ACTS = {"linear": 0, "relu": 1, "relu6": 2}
 
 
-def lowers(*kinds):
-    """Register a generator for graph op kinds."""
-    def wrap(fn):
-        for kind in kinds:
-            TABLE[kind] = fn
-        return fn
-    return wrap
+lowers = registrar(TABLE)
 
 
 # ---- input and pass-through --------------------------------------------------------------------------------

@@ -34,10 +34,12 @@ def test_digits_demo_devices_match_float(demo_run):
     for device, accuracy in accuracies.items():
         assert abs(accuracy - accuracies["float"]) <= 0.02, f"{device}: {accuracy} vs float {accuracies['float']}"
     skipped = set(re.findall(r"^note: ([\w-]+) skipped", result.stdout, re.M))
-    assert {"k210-v4", "c"} <= set(accuracies) | skipped       # every device is either measured or said skipped
+    assert "k210-v4" in accuracies, result.stdout
+    assert "c" in set(accuracies) | skipped                    # measured, or said skipped when no C toolchain
     assert "KPU RAM peak" in result.stdout                       # the memory report is printed
     kmodel = (out / "digits_v3.kmodel").read_bytes()
     assert struct.unpack_from("<I", kmodel, 0)[0] == 3
+    assert (out / "digits_v4.kmodel").read_bytes()[:4] == b"LDMK"
     assert (out / "digits_test.bin").stat().st_size == 4 * 128 + 450 * 256   # 450 held-out 16x16 digits
     assert "digits_kmodel[" in (out / "digits_v3_kmodel.h").read_text()
     assert seconds < 300, f"the demo took {seconds:.0f} s"

@@ -283,8 +283,8 @@ def test_every_problem_is_listed_at_once_and_no_file_is_written(tmp_path):
 def test_options_and_versions_are_checked():
     graph = small_cnn()
     cal = calibrate(graph, images(graph.input_shapes[0], 2))
-    with pytest.raises(PlatformLimitError, match="v4"):
-        k210.convert(graph, cal, version=4)
+    with pytest.raises(EmcError, match="version must be 3 or 4"):
+        k210.convert(graph, cal, version=5)
     with pytest.raises(PlatformLimitError, match="quant_bit"):
         k210.convert(graph, cal, quant_bit=16)
     with pytest.raises(EmcError, match="unknown K210 option"):

@@ -42,18 +42,14 @@ def main(argv=None):
             artefact = emc.convert(args.model, platform="k210", dataset=args.dataset, dataset_func=args.dataset_func,
                                    quant_func=args.quant, version=version, name=f"{stem}_v{version}")
         except EmcError as err:
-            if version == 4 and "not available" in str(err):
-                print(f"note: kmodel v4 skipped: {err}")
-                continue
             print(f"cifar10_to_kmodel: {err}", file=sys.stderr)
             return 2
         path = os.path.join(args.out, f"{stem}_v{version}.kmodel")
         artefact.save(path)
         print(artefact.report)
         print(f"wrote {path}\n")
-        if version == 3:       # layer by layer against the float model, on the calibration images
-            print(emc.compare(None, artefact, args.dataset, dataset_func=args.dataset_func))
-            print()
+        print(emc.compare(None, artefact, args.dataset, dataset_func=args.dataset_func))   # layer by layer
+        print()
     print("flash the .kmodel (e.g. to 0x300000 with kflash, or copy it to the SD card) and run "
           "examples/cifar/maixpy_cifar10.py on the board")
     return 0

@@ -1,4 +1,4 @@
-"""The K210 platform: graph -> kmodel v3 (KPU convolutions, CPU layers for the rest), its report and simulator.
+"""The K210 platform: graph -> kmodel v3 or v4 (KPU convolutions, CPU layers for the rest), report and simulator.
 
 TABLE (graph op kind -> generator) is the source of the supported-layers list; check(graph) lists every
 problem a model has on the K210 before anything is written; convert() returns a K210Artefact.
@@ -11,6 +11,7 @@ from .lower import Lowering
 from .planner import K210_SRAM, plan_memory
 from .table import TABLE, supported_kinds
 from .writer_v3 import KModelV3Writer
+from .writer_v4 import KModelV4Writer, stored_input_shape, to_v4
 
 log = logging.getLogger(__name__)
 PLATFORM = "k210"
@@ -35,24 +36,29 @@ class _AnyRange(dict):
         return True
 
 
-def _lower(graph, calibration, input_transform, softmax, dequantize, dense):
+def _lower(graph, calibration, input_transform, softmax, dequantize, dense, version=3):
+    """(lowering, device layers, memory plan): kmodel v3 layers, or for version 4 the v4 nodes made of them."""
     low = Lowering(graph, calibration, input_transform=input_transform, softmax=softmax,
-                   dequantize=dequantize, dense=dense).run()
-    memory = plan_memory(low.layers, [b for b in [low.input_buffer] if b is not None],
+                   dequantize=dequantize, dense=dense, version=version).run()
+    layers = low.layers
+    if version == 4 and not low.problems:
+        layers = to_v4(low.layers)
+    memory = plan_memory(layers, [b for b in [low.input_buffer] if b is not None],
                          [buf for _, buf, _ in low.outputs])
     low.problems.extend(p for p in memory.problems if p not in low.problems)
-    return low, memory
+    return low, layers, memory
 
 
-def check(graph, calibration=None, input_transform=None, softmax=False, dequantize=True, dense="auto"):
-    """Every problem the K210 (kmodel v3, stock SDK) has with this optimized graph; [] when it converts."""
-    low, _ = _lower(graph, calibration or _Ranges(), input_transform, softmax, dequantize, dense)
+def check(graph, calibration=None, input_transform=None, softmax=False, dequantize=True, dense="auto", version=3):
+    """Every problem the K210 (kmodel v3 for the stock SDK, or v4 for nncase v0.2's runtime) has with this
+    optimized graph; [] when it converts."""
+    low, _, _ = _lower(graph, calibration or _Ranges(), input_transform, softmax, dequantize, dense, version)
     return list(low.problems)
 
 
 def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, softmax=False, dequantize=True,
             name="model", dense="auto", ram_limit=K210_SRAM, **options):
-    """Lower, plan and write a kmodel v3; raises PlatformLimitError listing every problem before writing.
+    """Lower, plan and write a kmodel v3 (or v4); raises PlatformLimitError listing every problem before writing.
 
     softmax: append SOFTMAX to every (vector) output; dequantize: float32 outputs (else uint8 codes);
     dense: 'auto' | 'kpu' | 'cpu' -- where dense layers on vectors run (auto: the KPU from 64K weights);
@@ -63,29 +69,30 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
                        f"dequantize, name, dense, ram_limit")
     if dense not in ("auto", "kpu", "cpu"):
         raise EmcError(f"dense must be 'auto', 'kpu' or 'cpu', not {dense!r}")
-    if version == 4:
-        raise PlatformLimitError(["the kmodel v4 writer is not available yet; use version=3 (the stock SDK and "
-                                  "MaixPy run v3 kmodels)"], platform=PLATFORM)
-    if version != 3:
+    if version not in (3, 4):
         raise EmcError(f"kmodel version must be 3 or 4, not {version!r}")
     if quant_bit != 8:
         raise PlatformLimitError([f"quant_bit={quant_bit}: the K210 writer uses the KPU's 8-bit mode (16-bit "
                                   f"weights are unverified on hardware); use quant_bit=8"], platform=PLATFORM)
-    low, memory = _lower(graph, calibration, input_transform, softmax, dequantize, dense)
+    low, layers, memory = _lower(graph, calibration, input_transform, softmax, dequantize, dense, version)
     if low.problems:
         raise PlatformLimitError(low.problems, platform=PLATFORM)
-    kmodel = KModelV3Writer(low.layers, [buf for _, buf, _ in low.outputs], memory.main_bytes,
-                            memory.kpu_min_line).to_bytes()
+    output_buffers = [buf for _, buf, _ in low.outputs]
+    if version == 4:
+        kmodel = KModelV4Writer(layers, low.input_buffer, stored_input_shape(low.input_buffer), output_buffers,
+                                memory.main_bytes).to_bytes()
+    else:
+        kmodel = KModelV3Writer(layers, output_buffers, memory.main_bytes, memory.kpu_min_line).to_bytes()
     if len(kmodel) + memory.main_bytes > ram_limit:
         raise PlatformLimitError([f"the kmodel ({len(kmodel):,} bytes) and its main buffer "
                                   f"({memory.main_bytes:,} bytes) exceed the {int(ram_limit):,} bytes of SRAM; "
                                   f"use a smaller model (fewer channels, smaller dense layers)"], platform=PLATFORM)
-    report = build_report(name, low, memory, kmodel)
-    producers = {id(buf): layer.index for layer in low.layers for buf in layer.outputs}
+    report = build_report(name, low, layers, memory, kmodel, version)
+    producers = {id(buf): layer.index for layer in layers for buf in layer.outputs}
     outputs = [(out_name, info["shape"], info["layout"], info["dtype"], info.get("quant"), producers.get(id(buf)))
                for out_name, buf, info in low.outputs]
     input_shape = graph[graph.inputs[0]].shape
-    log.debug("k210: %d layers, %d bytes", len(low.layers), len(kmodel))
+    log.debug("k210: kmodel v%d, %d layers, %d bytes", version, len(layers), len(kmodel))
     return K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
 
 

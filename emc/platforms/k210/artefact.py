@@ -13,19 +13,19 @@ def _bytes(buf):
     return buf.alloc_size * 64 if buf.where == KPU else buf.nbytes
 
 
-def build_report(name, lowering, memory, kmodel):
+def build_report(name, lowering, layers, memory, kmodel, version=3):
     """Per device layer: index, type, KPU/CPU, graph layer, output shape, MACs, bytes in/out, weight bytes."""
-    report = Report(f"K210 kmodel v3 '{name}'", REPORT_COLUMNS)
-    for layer in lowering.layers:
+    report = Report(f"K210 kmodel v{version} '{name}'", REPORT_COLUMNS)
+    for layer in layers:
         out = layer.outputs[0]
         report.add(**{"#": layer.index, "type": layer.type_name, "unit": "KPU" if layer.on_kpu else "CPU",
                       "layer": layer.node, "output": "x".join(map(str, out.shape)) + f" {out.dtype}",
                       "MACs": layer.macs, "mem in": sum(_bytes(b) for b in layer.inputs),
                       "mem out": sum(_bytes(b) for b in layer.outputs), "weights": layer.weight_bytes})
-    macs = sum(layer.macs for layer in lowering.layers)
-    kpu_macs = sum(layer.macs for layer in lowering.layers if layer.on_kpu)
+    macs = sum(layer.macs for layer in layers)
+    kpu_macs = sum(layer.macs for layer in layers if layer.on_kpu)
     report.totals.update({
-        "layers": len(lowering.layers),
+        "layers": len(layers),
         "KPU RAM peak (bytes)": memory.kpu_lines * 64,
         "main memory (bytes)": memory.main_bytes,
         "file size (bytes)": len(kmodel),
@@ -48,7 +48,7 @@ def build_report(name, lowering, memory, kmodel):
 
 
 class K210Artefact(Artefact):
-    """A kmodel v3 for the K210: .kmodel bytes, .report, .simulate(float NHWC input), .run(uint8 image)."""
+    """A kmodel (v3 or v4) for the K210: .kmodel bytes, .report, .simulate(float NHWC input), .run(uint8 image)."""
 
     platform = "k210"
 
@@ -88,7 +88,10 @@ class K210Artefact(Artefact):
             raise EmcError(f"simulate() takes the model's float input of per-sample shape {self.input_shape} "
                            f"(batch first); got {x.shape}")
         device_in = self.to_pixels(x) if self.input_kind == "kpu" else x.reshape(len(x), -1)
-        if all(dtype == F32 for _, _, _, dtype, _, _ in self.outputs):
+        if self.model.version == 4:                 # v4 outputs are read as stored: float32 or uint8 codes
+            raw = [out if dtype == F32 else quant.dequantize(out) for out, (_, _, _, dtype, quant, _)
+                   in zip(self.run(device_in), self.outputs)]
+        elif all(dtype == F32 for _, _, _, dtype, _, _ in self.outputs):
             raw = self.run(device_in)
         else:
             raw = self._run_u8_outputs(device_in)

@@ -1,8 +1,9 @@
-"""The device-level model the lowering builds: buffers in KPU RAM or main memory, and kmodel v3 layers."""
+"""The device-level model the lowering builds: buffers in KPU RAM or main memory, kmodel v3 layers and v4 nodes."""
 import numpy as np
 
 from .kpu import kpu_rows
 from .structs_v3 import LAYER_TYPES, TYPE_CODES
+from .structs_v4 import OPCODE_BY_NAME, OPCODES
 
 KPU, MAIN = "kpu", "main"
 U8, F32 = "u8", "f32"
@@ -61,9 +62,11 @@ class Buffer:
 class Layer:
     """One kmodel v3 layer: its type code, graph origin, buffers read and written, and body parameters."""
 
+    CODES = LAYER_TYPES
+
     def __init__(self, code, node, inputs, outputs, macs=0, weight_bytes=0, **params):
-        if code not in LAYER_TYPES:
-            raise ValueError(f"unknown kmodel v3 layer type {code}")
+        if code not in self.CODES:
+            raise ValueError(f"unknown layer type {code} for {type(self).__name__}")
         self.code = code
         self.node = node
         self.inputs = list(inputs)
@@ -83,6 +86,27 @@ class Layer:
 
     def __repr__(self):
         return f"<{self.index} {self.type_name} ({self.node}) {self.inputs} -> {self.outputs}>"
+
+
+class V4Layer(Layer):
+    """One kmodel v4 node (an nncase v0.2 runtime op, named as in structs_v4.OPCODES) with the same interface:
+    the lowering emits these for what only v4 has (a float conv on the CPU); writer_v4 makes the rest."""
+
+    CODES = OPCODES
+
+    def __init__(self, op, node, inputs, outputs, macs=0, weight_bytes=0, **params):
+        if op not in OPCODE_BY_NAME:
+            raise ValueError(f"unknown kmodel v4 op {op!r}")
+        super().__init__(OPCODE_BY_NAME[op], node, inputs, outputs, macs, weight_bytes, **params)
+        self.op = op
+
+    @property
+    def type_name(self):
+        return self.op
+
+    @property
+    def on_kpu(self):
+        return self.op == "kpu_conv2d"
 
 
 CODE = TYPE_CODES

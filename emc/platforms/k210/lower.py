@@ -12,7 +12,7 @@ from ...errors import QuantizationError
 from ...graph import preact_name
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
 from .convplan import KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, sole_consumer
-from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer
+from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer, V4Layer
 from .quantize import KpuConvParams, Quant
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,10 @@ class Value:
 class Lowering:
     """State of one conversion: values, emitted layers, buffers, collected problems and notes."""
 
-    def __init__(self, graph, calibration, input_transform=None, softmax=False, dequantize=True, dense="auto"):
+    def __init__(self, graph, calibration, input_transform=None, softmax=False, dequantize=True, dense="auto",
+                 version=3):
         self.graph = graph
+        self.version = version      # 3: the stock SDK's layers; 4: also nncase v0.2's CPU ops (V4Layer)
         self.cal = calibration
         self.input_transform = input_transform
         self.softmax_outputs = softmax
@@ -114,7 +116,7 @@ class Lowering:
         except (ValueError, KeyError, IndexError):
             if not had_problems:
                 raise
-        if not self.problems:
+        if not self.problems and self.version == 3:
             self._check_first_layer()
         return self
 
@@ -285,6 +287,15 @@ class Lowering:
 
     def emit(self, code, node, inputs, outputs, **kwargs):
         layer = Layer(CODE[code] if isinstance(code, str) else code, node, inputs, outputs, **kwargs)
+        layer.index = len(self.layers)
+        self.layers.append(layer)
+        return layer
+
+    def emit_v4(self, op, node, inputs, outputs, **kwargs):
+        """A kmodel v4 node (version 4 only): what no v3 layer can do."""
+        if self.version != 4:
+            raise ValueError(f"{op} is a kmodel v4 op")
+        layer = V4Layer(op, node, inputs, outputs, **kwargs)
         layer.index = len(self.layers)
         self.layers.append(layer)
         return layer

@@ -40,10 +40,53 @@ def identity(ctx, node):
 @lowers("conv2d", "depthwise_conv2d")
 def convolution(ctx, node):
     plan = ctx.plans.get(node.name)
+    if ctx.version == 4 and (plan is None or plan.problems):
+        reason = "; ".join(plan.problems) if plan is not None else "not a KPU convolution"
+        ctx.notes.append(f"'{node.name}' runs on the CPU in float32 (kmodel v4 conv2d): {reason}")
+        cpu_conv(ctx, node)
+        return
     if plan is None:
         ctx.problem(node, "not a convolution the KPU can run")
         return
     kpu_conv(ctx, node, plan)
+
+
+def cpu_conv(ctx, node):
+    """kmodel v4 only: a convolution the KPU cannot run (5x5, dilated, TF-same stride 2...) as nncase's float
+    conv2d on the CPU, on the dequantized CHW map; relu / relu6 clamp inside, other activations follow."""
+    op = node.op
+    src = ctx.values[node.inputs[0]]
+    if src.order is not None or len(ctx.graph[node.inputs[0]].shape) != 3:
+        ctx.problem(node, "a CPU convolution takes a map stored CHW, not the float input vector; give the model "
+                          "an image input")
+        return
+    kernel = np.asarray(op.kernel, np.float32)
+    kh, kw, c_in = kernel.shape[:3]
+    if node.op.kind == "depthwise_conv2d":
+        weights = kernel.reshape(kh, kw, -1).transpose(2, 0, 1)[:, None]       # (C * mult, 1, kh, kw)
+        groups = c_in
+    else:
+        weights = kernel.transpose(3, 2, 0, 1)                                   # (O, I, kh, kw)
+        groups = 1
+    c_out = weights.shape[0]
+    bias = np.zeros(c_out, np.float32) if op.bias is None else np.asarray(op.bias, np.float32)
+    act = op.activation
+    top, bottom, left, right = op.pads
+    oh, ow = node.shape[:2]
+    out = ctx.buffer(node.name, MAIN, F32, (c_out, oh, ow))
+    ctx.emit_v4("conv2d", node.name, [ctx.need(src, F32)], [out], macs=oh * ow * c_out * kh * kw * c_in // groups,
+                weight_bytes=4 * (weights.size + c_out), weights=np.ascontiguousarray(weights), bias=bias,
+                in_chw=src.chw, groups=groups, kernel=(kh, kw), strides=op.strides, dilation=op.dilation,
+                pads=((top, bottom), (left, right)), clamp=CONV_CLAMPS.get(act.name, CONV_CLAMPS["linear"]))
+    if act.name in CONV_CLAMPS:
+        ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
+        return
+    pre = Value(node.name + ":preact", node.shape, Quant.from_range(*ctx.pre_range(node.name, act)))
+    pre.forms[F32] = out
+    float_activation(ctx, node, pre, act)
+
+
+CONV_CLAMPS = {"linear": (-math.inf, math.inf), "relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
 
 
 @lowers("batch_norm", "rescale")
@@ -343,7 +386,8 @@ def elementwise(ctx, node):
             ctx.problem(node, "the input scales differ too much for QUANTIZED_ADD's 32-bit multipliers")
             return
         out = ctx.buffer(node.name, MAIN, U8, b_buf.shape, out_q)
-        ctx.emit("QUANTIZED_ADD", node.name, [acc_buf, b_buf], [out], count=a.count, macs=a.count, **params)
+        ctx.emit("QUANTIZED_ADD", node.name, [acc_buf, b_buf], [out], count=a.count, macs=a.count,
+                 coefficients=(acc_q, acc_c, b.quant, c, out_q), **params)
         acc_buf, acc_q, acc_c = out, out_q, 1.0
     ctx.set_value(node.name, node.shape, U8, acc_buf, out_q, order=a.order)
 

@@ -43,8 +43,8 @@ def align(offset, to):
 
 
 # ---- KPU layers ---------------------------------------------------------------------------------------------
-def layer_argument(layer):
-    """The 12-word KPU layer argument (spec 1.2/1.3) of a K210_CONV with planned addresses."""
+def kpu_layer_argument(layer):
+    """The 12-word KPU layer argument (spec 1.2/1.3) of a K210_CONV (v3) or kpu_conv2d (v4), planned addresses."""
     p = layer.params["conv"]
     c_in, h, w = layer.params["in_chw"]
     c_out, oh, ow = layer.params["out_chw"]
@@ -64,7 +64,7 @@ def layer_argument(layer):
         wb_channel_switch_addr=row_out * oh, wb_row_switch_addr=row_out, wb_group=g_out,
         shr_w=p.shr_w, shr_x=p.shr_x, arg_w=p.arg_w, arg_x=p.arg_x, arg_add=p.arg_add,
         send_data_out=0, channel_byte_num=ow * oh - 1, dma_total_byte=ow * oh * c_out - 1)
-    return arg.to_bytes()
+    return arg
 
 
 @body("K210_CONV")
@@ -83,7 +83,8 @@ def k210_conv(layer, offset):
     out[:24] = pack("kpu_model_conv_layer_argument_t", flags=1 if main is not None else 0,
                     main_mem_out_address=main.address if main is not None else 0, layer_offset=at["layer"],
                     weights_offset=at["weights"], bn_offset=at["bn"], act_offset=at["act"])
-    for key, data in (("layer", layer_argument(layer)), ("weights", weights), ("bn", bn), ("act", act)):
+    arg = kpu_layer_argument(layer).to_bytes()
+    for key, data in (("layer", arg), ("weights", weights), ("bn", bn), ("act", act)):
         out[at[key] - offset:at[key] - offset + len(data)] = data
     return bytes(out)
 

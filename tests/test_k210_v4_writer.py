@@ -1,0 +1,135 @@
+"""kmodel v4 writer: convert -> v4 bytes -> emc's v4 reader -> nncase v0.2 runtime simulation, against emc's float
+executor; models v3 cannot hold (5x5 and dilated convolutions on the CPU); structure, determinism and errors.
+"""
+import pathlib
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from test_k210_roundtrip import built, calibration_data, cosine, keras_cases, tl_cases  # noqa: E402
+
+V4_ONLY = ["pools_padding", "separable_dilated", "strided_same_odd"]     # zoo models v3 refuses
+
+
+def convert_v4(name, quant_func="minmax"):
+    from emc.convert import convert
+    from emc.frontends import load_model
+    model = built(name)
+    data, dataset_func = calibration_data(load_model(model), name)
+    return convert(model, dataset=data, dataset_func=dataset_func, quant_func=quant_func, version=4), data
+
+
+@pytest.mark.parametrize("quant_func", ["minmax", "kld"])
+@pytest.mark.parametrize("name", keras_cases() + tl_cases() + V4_ONLY)
+def test_zoo_model_round_trip_v4(name, quant_func):
+    from emc.platforms.k210.kmodel import load_kmodel
+    art, data = convert_v4(name, quant_func)
+    parsed = load_kmodel(art.kmodel)
+    assert parsed.version == 4 and parsed.header.target == 1
+    assert parsed.to_bytes() == art.kmodel              # every body re-encodes from what the reader decoded
+    assert len(parsed.outputs) == len(art.graph.outputs)
+    assert str(parsed) and str(art.report)
+    if name not in V4_ONLY and name != "mlp_iris" and name != "tl_mlp":
+        assert any(node.name == "kpu_conv2d" for node in parsed.nodes)
+    reference = art.graph.run(data)
+    cosines = [cosine(ref, sim) for ref, sim in zip(reference, art.simulate(data))]
+    assert min(cosines) >= 0.99, cosines
+
+
+def five_by_five(keras):
+    keras.utils.set_random_seed(1)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = k.Conv2D(8, 5, padding="same", activation="relu", name="five")(x)
+    y = k.Conv2D(8, 3, padding="same", activation="relu", name="three")(y)
+    y = k.DepthwiseConv2D(5, padding="same", activation="sigmoid", name="dw_five")(y)
+    y = k.MaxPooling2D(2)(y)
+    y = k.GlobalAveragePooling2D()(y)
+    return keras.Model(x, k.Dense(4, name="logits")(y))
+
+
+def test_a_5x5_convolution_runs_on_the_cpu_in_v4_and_is_refused_by_v3(tmp_path):
+    keras = pytest.importorskip("keras")
+    import emc
+    from emc.convert import convert
+    model = five_by_five(keras)
+    data = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(emc.PlatformLimitError, match="'five'.*5x5"):
+        convert(model, dataset=data, version=3)
+    art = convert(model, dataset=data, version=4)
+    nodes = [node.name for node in art.model.nodes]
+    assert nodes.count("conv2d") == 2 and "kpu_conv2d" in nodes            # 5x5s on the CPU, the 3x3 on the KPU
+    assert any("'five' runs on the CPU" in note for note in art.report.notes)
+    reference, simulated = art.graph.run(data)[0], art.simulate(data)[0]
+    assert cosine(reference, simulated) >= 0.99
+    assert np.mean(reference.argmax(1) == simulated.argmax(1)) >= 0.9
+
+
+def test_two_output_head_gives_both_outputs():
+    art, data = convert_v4("detector_two_heads")
+    assert len(art.model.outputs) == 2
+    raw = art.run(art.to_pixels(data))
+    assert [r.shape[1] for r in raw] == [int(np.prod(shape)) for shape in art.graph.output_shapes]
+
+
+def test_v4_files_are_deterministic_and_saved_atomically(tmp_path):
+    import emc
+    from emc.frontends import load_model
+    model = built("resnet_small")
+    data, dataset_func = calibration_data(load_model(model), "resnet_small")
+    paths = [tmp_path / "a.kmodel", tmp_path / "b.kmodel"]
+    for path in paths:
+        emc.save_kmodel(model, path, data, dataset_func=dataset_func, version=4)
+    first = paths[0].read_bytes()
+    assert first[:4] == b"LDMK" and first == paths[1].read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.kmodel", "b.kmodel"]
+
+
+def test_run_kmodel_on_a_written_v4_file_equals_the_artefact(tmp_path):
+    import emc
+    art, data = convert_v4("unet_like")
+    path = tmp_path / "unet.kmodel"
+    art.save(path)
+    pixels = art.to_pixels(data[:3])
+    from_file = emc.run_kmodel(str(path), pixels)
+    for a, b in zip(from_file, art.run(pixels)):
+        np.testing.assert_array_equal(a, b)
+    assert "K210 kmodel v4" in str(art.report)
+
+
+def test_v4_still_lists_every_problem_before_writing(tmp_path):
+    import emc
+    from emc.frontends import load_model
+    from zoo import KERAS_ZOO
+    model = KERAS_ZOO["activations"]()
+    graph = load_model(model)
+    data = np.random.default_rng(0).uniform(0, 1, (4,) + graph.input_shapes[0]).astype(np.float32)
+    target = tmp_path / "bad.kmodel"
+    with pytest.raises(emc.PlatformLimitError) as err:
+        emc.save_kmodel(model, target, data, version=4)
+    assert len(err.value.problems) == 2 and all("PReLU" in p for p in err.value.problems)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_quantized_add_fields_match_float_within_one_code(seed):
+    """The quantized_binary fields, run through the runtime's integer arithmetic, against the float sum."""
+    from emc.platforms.k210.cpu_ops_v4 import mul_and_carry_shift, wrap32
+    from emc.platforms.k210.quantize import Quant
+    from emc.platforms.k210.writer_v4 import quantized_add_v4
+    rng = np.random.default_rng(seed)
+    qa, qb = Quant(rng.uniform(1e-3, 0.5), rng.integers(0, 256)), Quant(rng.uniform(1e-3, 0.5), rng.integers(0, 256))
+    qo = Quant(rng.uniform(1e-3, 1.0), rng.integers(0, 256))
+    ca, cb = rng.choice([1.0, 0.5]), rng.choice([1.0, -1.0, 0.5])
+    f = quantized_add_v4(qa, ca, qb, cb, qo)
+    a, b = np.meshgrid(np.arange(256), np.arange(256))
+    x = mul_and_carry_shift(a + f["input_a_offset"], f["input_a_mul"], f["input_a_shift"])
+    y = mul_and_carry_shift(b + f["input_b_offset"], f["input_b_mul"], f["input_b_shift"])
+    r = mul_and_carry_shift(wrap32(x + y), f["output_mul"], f["output_shift"])
+    got = np.clip(wrap32(r + f["output_offset"]), 0, 255)
+    real = ca * (a - qa.zero_point) * qa.scale + cb * (b - qb.zero_point) * qb.scale
+    want = np.clip(np.round(real / qo.scale) + qo.zero_point, 0, 255)
+    assert np.abs(got - want).max() <= 1

@@ -11,7 +11,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from test_k210_roundtrip import built, calibration_data, cosine, keras_cases, tl_cases  # noqa: E402
 
-V4_ONLY = ["pools_padding", "separable_dilated", "strided_same_odd"]     # zoo models v3 refuses
+V4_ONLY = ["activations", "merge_ops", "pools_padding", "separable_dilated", "strided_same_odd"]   # v3 refuses
 
 
 def convert_v4(name, quant_func="minmax"):
@@ -51,15 +51,20 @@ def five_by_five(keras):
     return keras.Model(x, k.Dense(4, name="logits")(y))
 
 
-def test_a_5x5_convolution_runs_on_the_cpu_in_v4_and_is_refused_by_v3(tmp_path):
+def refused_by_v3_converted_by_v4(build, v3_message):
+    """(v4 artefact, data) of a Keras model that kmodel v3 refuses with a message matching v3_message."""
     keras = pytest.importorskip("keras")
     import emc
     from emc.convert import convert
-    model = five_by_five(keras)
+    model = build(keras)
     data = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
-    with pytest.raises(emc.PlatformLimitError, match="'five'.*5x5"):
+    with pytest.raises(emc.PlatformLimitError, match=v3_message):
         convert(model, dataset=data, version=3)
-    art = convert(model, dataset=data, version=4)
+    return convert(model, dataset=data, version=4), data
+
+
+def test_a_5x5_convolution_runs_on_the_cpu_in_v4_and_is_refused_by_v3():
+    art, data = refused_by_v3_converted_by_v4(five_by_five, "'five'.*5x5")
     nodes = [node.name for node in art.model.nodes]
     assert nodes.count("conv2d") == 2 and "kpu_conv2d" in nodes            # 5x5s on the CPU, the 3x3 on the KPU
     assert any("'five' runs on the CPU" in note for note in art.report.notes)
@@ -104,14 +109,32 @@ def test_v4_still_lists_every_problem_before_writing(tmp_path):
     import emc
     from emc.frontends import load_model
     from zoo import KERAS_ZOO
-    model = KERAS_ZOO["activations"]()
+    model = KERAS_ZOO["conv1d"]()
     graph = load_model(model)
     data = np.random.default_rng(0).uniform(0, 1, (4,) + graph.input_shapes[0]).astype(np.float32)
     target = tmp_path / "bad.kmodel"
     with pytest.raises(emc.PlatformLimitError) as err:
         emc.save_kmodel(model, target, data, version=4)
-    assert len(err.value.problems) == 2 and all("PReLU" in p for p in err.value.problems)
+    assert len(err.value.problems) == 3 and "input shape (32, 3)" in err.value.problems[0]
     assert list(tmp_path.iterdir()) == []
+
+
+def squeeze_excite(keras):
+    keras.utils.set_random_seed(2)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = k.Conv2D(8, 3, padding="same", activation="relu")(x)
+    gate = k.Dense(8, activation="sigmoid")(k.GlobalAveragePooling2D()(y))
+    y = k.Multiply(name="excite")([y, k.Reshape((1, 1, 8))(gate)])
+    y = k.Conv2D(4, 1, activation="relu")(y)
+    return keras.Model(x, k.Dense(3)(k.GlobalAveragePooling2D()(y)))
+
+
+def test_squeeze_excitation_broadcast_multiply_in_v4():
+    art, data = refused_by_v3_converted_by_v4(squeeze_excite, "'excite'.*use kmodel v4")
+    shapes = [(n.shape("in_a_shape"), n.shape("in_b_shape")) for n in art.model.nodes if n.name == "binary"]
+    assert ((1, 8, 16, 16), (1, 8, 1, 1)) in shapes
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
 
 
 @pytest.mark.parametrize("seed", range(20))

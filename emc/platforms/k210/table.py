@@ -289,8 +289,12 @@ def activation(ctx, node):
 @lowers("prelu")
 def prelu(ctx, node):
     alpha = np.unique(node.op.weights["alpha"])
+    if len(alpha) != 1 and ctx.version == 4:
+        float_prelu(ctx, node)
+        return
     if len(alpha) != 1:
-        ctx.problem(node, "PReLU with per-channel slopes has no K210 layer; use LeakyReLU (one slope) instead")
+        ctx.problem(node, "PReLU with per-channel slopes has no K210 v3 layer; use LeakyReLU (one slope) or "
+                          "kmodel v4")
         return
     apply_activation(ctx, node, Act("leaky_relu", float(alpha[0])))
 
@@ -356,13 +360,17 @@ ELEMENTWISE_COEFFICIENTS = {
 @lowers("elementwise")
 def elementwise(ctx, node):
     op = node.op.op
+    shapes = {ctx.graph[n].shape for n in node.inputs}
+    if ctx.version == 4 and (op not in ELEMENTWISE_COEFFICIENTS or len(shapes) != 1):
+        float_binary(ctx, node, op)
+        return
     if op not in ELEMENTWISE_COEFFICIENTS:
         ctx.problem(node, f"element-wise '{op}' has no K210 v3 layer (it has add, sub and average); restructure "
-                          f"the model")
+                          f"the model or use kmodel v4")
         return
-    shapes = {ctx.graph[n].shape for n in node.inputs}
     if len(shapes) != 1:
-        ctx.problem(node, f"element-wise '{op}' with broadcasting {sorted(shapes)}; the K210 adds equal shapes only")
+        ctx.problem(node, f"element-wise '{op}' with broadcasting {sorted(shapes)}; kmodel v3 adds equal shapes "
+                          f"only; use kmodel v4")
         return
     srcs = [ctx.values[n] for n in node.inputs]
     if op == "add" and all(s.raw is None and set(s.forms) == {F32} for s in srcs):
@@ -416,6 +424,64 @@ def quantized_add_params(qa, ca, qb, cb, qo):
     if any(abs(v) > limit for v in fields.values()) or q > 30:
         return None
     return fields
+
+
+BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3, "min": 4, "max": 5}
+
+
+def nchw(shape):
+    """The v4 N C H W shape of a graph tensor stored CHW: a map (H, W, C) or a vector (C,) as a 1x1 map."""
+    h, w, c = (1,) * (3 - len(shape)) + tuple(shape)
+    return (1, c, h, w)
+
+
+def float_binary(ctx, node, op):
+    """kmodel v4 only: an element-wise op on float32 NCHW values, with broadcasting ('avg' = sum times 1/n)."""
+    shapes = [ctx.graph[n].shape for n in node.inputs]
+    if any(len(s) not in (1, 3) for s in shapes + [node.shape]):
+        ctx.problem(node, f"element-wise '{op}' on {shapes}: the K210 takes maps (H, W, C) and vectors")
+        return
+    srcs = [ctx.natural(ctx.values[n]) if len(s) == 1 else ctx.values[n] for n, s in zip(node.inputs, shapes)]
+    if any(s.order is not None and s.order != "hwc" for s in srcs):
+        ctx.problem(node, f"element-wise '{op}' on a flattened map; flatten after the element-wise op")
+        return
+    acc, acc_shape = ctx.need(srcs[0], F32), nchw(shapes[0])
+    for src, shape in zip(srcs[1:], shapes[1:]):
+        out_shape = tuple(np.broadcast_shapes(acc_shape, nchw(shape)))
+        out = ctx.buffer(node.name, MAIN, F32, (int(np.prod(out_shape)),))
+        ctx.emit_v4("binary", node.name, [acc, ctx.need(src, F32)], [out], macs=out.count,
+                    binary_op=BINARY_OPS["add" if op == "avg" else op], shapes=(acc_shape, nchw(shape), out_shape))
+        acc, acc_shape = out, out_shape
+    if op == "avg":
+        out = ctx.buffer(node.name + ":avg", MAIN, F32, (acc.count,))
+        ctx.emit_v4("binary", node.name, [acc], [out], macs=acc.count, binary_op=BINARY_OPS["mul"],
+                    shapes=(acc_shape, (1, 1, 1, 1), acc_shape), constant=np.float32([1.0 / len(srcs)]))
+        acc = out
+    ctx.set_value(node.name, node.shape, F32, acc, ctx.quant_of(node.name))
+
+
+def float_prelu(ctx, node):
+    """kmodel v4 only: PReLU with per-channel slopes as x + (alpha - 1) * min(x, 0) on float32 (three nodes)."""
+    src = ctx.values[node.inputs[0]]
+    if len(node.shape) == 1:
+        src = ctx.natural(src)
+    shape = nchw(node.shape)
+    alpha = np.broadcast_to(node.op.weights["alpha"], node.shape).astype(np.float32)
+    alpha = alpha.transpose(2, 0, 1) if alpha.ndim == 3 else alpha
+    if alpha.ndim == 3 and np.all(alpha == alpha[:, :1, :1]):
+        alpha = alpha[:, :1, :1]                   # one slope per channel
+    slope_shape = (1, alpha.shape[0]) + (alpha.shape[1:] if alpha.ndim == 3 else (1, 1))
+    x = ctx.need(src, F32)
+    count = x.count
+    neg, scaled, out = (ctx.buffer(f"{node.name}:{part}", MAIN, F32, (count,)) for part in ("neg", "scaled", "out"))
+    one = (1, 1, 1, 1)
+    ctx.emit_v4("binary", node.name, [x], [neg], macs=count, binary_op=BINARY_OPS["min"], shapes=(shape, one, shape),
+                constant=np.float32([0.0]))
+    ctx.emit_v4("binary", node.name, [neg], [scaled], macs=count, binary_op=BINARY_OPS["mul"],
+                shapes=(shape, slope_shape, shape), constant=np.ascontiguousarray(alpha - 1.0, np.float32))
+    ctx.emit_v4("binary", node.name, [x, scaled], [out], macs=count, binary_op=BINARY_OPS["add"],
+                shapes=(shape, shape, shape))
+    ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
 
 
 @lowers("concat")

@@ -312,11 +312,14 @@ def _flat_shape(count):
 
 @encodes("binary", "quantized_binary")
 def binary(layer, offset, consts):
+    """Equal flat shapes (params count) or N C H W shapes with broadcasting (params shapes = a, b, out); input b
+    is the second input buffer or, with params constant, that array in the constants image."""
     p = dict(layer.params)
-    shape = _flat_shape(p.pop("count"))
-    a, b = layer.inputs
-    fields = {"input_a": memory_range(a), "input_b": memory_range(b), "output": memory_range(layer.outputs[0]),
-              "binary_op": p.pop("binary_op"), "in_a_shape": shape, "in_b_shape": shape, "out_shape": shape}
+    shapes = p.pop("shapes", None) or (_flat_shape(p.pop("count")),) * 3
+    b = consts[id(layer)] if p.pop("constant", None) is not None else memory_range(layer.inputs[1])
+    fields = {"input_a": memory_range(layer.inputs[0]), "input_b": b, "output": memory_range(layer.outputs[0]),
+              "binary_op": p.pop("binary_op"), "in_a_shape": shapes[0], "in_b_shape": shapes[1],
+              "out_shape": shapes[2]}
     if layer.op == "binary":
         fields["fused_activation"] = _value_range(NO_CLAMP)
     return pack(f"{layer.op}_options", **fields, **p)
@@ -402,7 +405,7 @@ def conv2d(layer, offset, consts):
     return head + p["weights"].astype("<f4").tobytes() + p["bias"].astype("<f4").tobytes()
 
 
-CONSTANT_PARAMS = {"matmul": "matrix", "table_lookup1d": "table"}      # op -> the param stored as a constant
+CONSTANT_PARAMS = {"matmul": "matrix", "table_lookup1d": "table", "binary": "constant"}   # stored as constants
 
 
 # ---- the file --------------------------------------------------------------------------------------------------------
@@ -420,7 +423,7 @@ class KModelV4Writer:
         consts = Constants()
         for node in self.nodes:
             key = CONSTANT_PARAMS.get(node.op)
-            if key is not None:
+            if key in node.params:
                 consts.add(id(node), node.params[key])
         tables = [memory_range(self.input_buffer).dumps(), np.array(self.input_shape, "<i4").tobytes()]
         tables += [memory_range(buf).dumps() for buf in self.outputs]

@@ -73,6 +73,27 @@ def test_a_5x5_convolution_runs_on_the_cpu_in_v4_and_is_refused_by_v3():
     assert np.mean(reference.argmax(1) == simulated.argmax(1)) >= 0.9
 
 
+def tf_same_strided(keras):
+    keras.utils.set_random_seed(3)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = k.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="stem")(x)
+    y = k.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name="dw_s2")(y)
+    y = k.Conv2D(16, 1, activation="relu")(y)
+    return keras.Model(x, k.Dense(5)(k.GlobalAveragePooling2D()(y)))
+
+
+def test_tf_same_stride_2_runs_on_the_kpu_in_v4():
+    """Even sizes: the KPU convolves at stride 1 and a strided_slice keeps rows and columns 1, 3, 5 ..."""
+    art, data = refused_by_v3_converted_by_v4(tf_same_strided, "'stem'.*ZeroPadding2D.*or kmodel v4")
+    nodes = art.model.nodes
+    assert "conv2d" not in [n.name for n in nodes]
+    slices = [(n.shape("in_shape"), tuple(n.body.begin), tuple(n.body.strides)) for n in nodes
+              if n.name == "strided_slice"]
+    assert ((1, 8, 16, 16), (0, 0, 1, 1), (1, 1, 2, 2)) in slices
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
+
+
 def test_two_output_head_gives_both_outputs():
     art, data = convert_v4("detector_two_heads")
     assert len(art.model.outputs) == 2

@@ -40,6 +40,7 @@ class ConvPlan:
         self.padded = False           # 1x1 map: K210_ADD_PADDING, conv on 4x4, K210_REMOVE_PADDING
         self.prepad = (0, 0, 0, 0)    # zero padding done on the CPU before the KPU conv
         self.problems = []
+        self.v3_problem = None        # a selection only kmodel v4 can make (strided_slice with an offset)
 
 
 def conv_view(graph, node, dense_on_kpu=None):
@@ -123,12 +124,11 @@ def plan_conv(graph, node, view, inherited=False):
         else:
             plan.pool = 5
         return plan
-    if (sy, sx) != (1, 1) and (r0, c0) != (0, 0):
-        plan.problems.append(f"{where} {kh}x{kw} stride {sy}x{sx}): TF 'same' padding of a stride-2 conv on an "
-                             f"even size pads (0, 1); the KPU's stride 2 keeps rows 0, 2, 4, ... and kmodel v3 "
-                             f"cannot shift it; use ZeroPadding2D(1) + padding='valid'")
-        return plan
     plan.select = (r0, c0, sy, sx, out_h, out_w)
+    if (sy, sx) != (1, 1) and (r0, c0) != (0, 0):
+        plan.v3_problem = (f"{where} {kh}x{kw} stride {sy}x{sx}): TF 'same' padding of a stride-2 conv on an "
+                           f"even size pads (0, 1); the KPU's stride 2 keeps rows 0, 2, 4, ... and kmodel v3 "
+                           f"cannot shift it; use ZeroPadding2D(1) + padding='valid', or kmodel v4")
     return plan
 
 

@@ -250,6 +250,8 @@ class Lowering:
             if view is None:
                 continue
             plan = plan_conv(graph, node, view, inherited=node.name in inherited)
+            if plan.v3_problem and self.version == 3:
+                plan.problems.append(plan.v3_problem)
             if plan.defer:
                 reader = sole_consumer(graph, node.name)
                 rview = conv_view(graph, reader) if reader is not None else None
@@ -421,6 +423,12 @@ class Lowering:
     def select(self, name, u8, in_chw, selection, quant):
         """Rows r0, r0+sy, ... and columns c0, c0+sx, ... of a uint8 CHW map, on the CPU."""
         r0, c0, sy, sx, oh, ow = selection
+        if self.version == 4:                  # nncase's strided_slice takes any offset and stride
+            c, h, w = in_chw
+            out = self.buffer(name + ":sel", MAIN, U8, (c, oh, ow), quant)
+            self.emit_v4("strided_slice", name, [u8], [out], in_shape=(1, c, h, w), begin=(0, 0, r0, c0),
+                         end=(1, c, r0 + (oh - 1) * sy + 1, c0 + (ow - 1) * sx + 1), strides=(1, 1, sy, sx))
+            return out
         if (r0, c0) == (0, 0):
             return self.max_pool(name + ":sel", u8, in_chw, (oh, ow), (1, 1), (sy, sx), (0, 0), quant)
         return self.crop(name, u8, in_chw, (r0, c0, oh, ow), quant, U8)

@@ -1,6 +1,7 @@
 """Fuzzing the v4 reader and simulator: any mutation of a real v4 file parses or raises KModelFormatError, and a
 parsed model prints, and runs on a zero input or raises an EmcError -- never an IndexError, a hang or a huge
-allocation. About 2,900 mutated files in all."""
+allocation. About 3,500 mutated files in all, 600 of them from a file emc wrote."""
+import functools
 import struct as pystruct
 
 import numpy as np
@@ -120,3 +121,33 @@ def test_big_files_with_a_broken_table_entry_still_run_or_fail_cleanly(name, pos
     pos = 4 * (pos % (tables_end(data) // 4))
     data[pos:pos + 4] = value.to_bytes(4, "little")
     check(bytes(data))
+
+
+@functools.lru_cache(maxsize=None)
+def emc_written():
+    """A small kmodel v4 written by emc with many of its node kinds: kpu_conv2d, conv2d, dequantize, quantize,
+    reduce_window2d, quantized_binary, concat, reduce, matmul, nnil sigmoid, binary with a constant, softmax."""
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(4)
+    k = keras.layers
+    x = keras.Input((8, 8, 3))
+    a = k.Conv2D(4, 3, padding="same", activation="relu")(x)
+    b = k.Conv2D(4, 5, padding="same", activation="relu")(x)
+    y = k.Concatenate()([k.Add()([a, b]), k.MaxPooling2D(3, 1, padding="same")(a)])
+    y = k.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.1, 0.3))(k.Conv2D(4, 1)(y))
+    y = k.Dense(6, activation="sigmoid")(k.GlobalAveragePooling2D()(y))
+    model = keras.Model(x, k.Dense(3, activation="softmax")(y))
+    data = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype(np.float32)
+    return emc.convert(model, dataset=data, version=4).kmodel
+
+
+def test_the_emc_written_fuzz_seed_has_many_node_kinds():
+    names = {node.name for node in KModelV4.from_bytes(emc_written()).nodes}
+    assert {"kpu_conv2d", "conv2d", "quantized_binary", "concat", "matmul", "nnil_unary_method", "binary",
+            "reduce_window2d", "softmax"} <= names, names
+
+
+@fuzz(600)
+@given(OPS)
+def test_random_mutations_of_an_emc_written_file(ops):
+    check(mutate(emc_written(), ops))

@@ -1,5 +1,6 @@
-"""K210 writer benchmark: MobileNet v1 (alpha 1.0, 224x224, 1000 classes) converted with 64 calibration images;
-conversion time and peak memory, simulator time per image; and the Maix-EMC cifar comparison.
+"""K210 writer benchmark: MobileNet v1 (alpha 1.0, 224x224, 1000 classes) converted with 64 calibration images to
+kmodel v3 and v4 (and keras.applications' TF-'same' MobileNet 0.75 to v4): conversion time and peak memory, simulator
+time per image; and the Maix-EMC cifar comparison (emc's v3 and v4 against Maix-EMC's board kmodel).
 
 Targets: conversion < 60 s and < 3 GB, simulation < 3 s per image. Run: python bench/bench_k210.py
 """
@@ -57,28 +58,41 @@ def calibration_images(size=224, count=64):
     return np.ascontiguousarray(images)
 
 
-def bench_mobilenet():
+def keras_applications_mobilenet(alpha=0.75, seed=0):
+    """keras.applications.MobileNet at 224 (TF-'same' stride 2, which only kmodel v4 takes), seeded weights.
+
+    alpha 0.75: at 1.0 the stem's full-size 224x224x32 stride-1 map (1.6 MB, streamed out for the CPU's
+    strided_slice) and the 4.3 MB kmodel exceed the K210's 6 MiB of SRAM, which emc reports as an error."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    return randomise_batchnorm(keras.applications.MobileNet(alpha=alpha, weights=None), seed)
+
+
+def bench_conversion(model, data, version, label, show_report=False):
+    """Convert with 64 calibration images, then simulate 3 of them; prints the figures, returns them."""
     from emc.convert import convert
-    model = mobilenet_v1()
-    data = calibration_images()
-    print(f"MobileNet v1 1.0 224: {model.count_params():,} parameters, {len(data)} calibration images")
+    print(f"{label}, kmodel v{version}: {model.count_params():,} parameters, {len(data)} calibration images")
     tracemalloc.start()
     start = time.perf_counter()
-    art = convert(model, dataset=data, quant_func="minmax", max_samples=64)
+    art = convert(model, dataset=data, quant_func="minmax", max_samples=64, version=version)
     seconds = time.perf_counter() - start
     _, traced_peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(art.report)
-    print(f"conversion: {seconds:.1f} s (target < 60 s); python allocations peak {traced_peak / 2**20:.0f} MiB, "
-          f"process max RSS {rss:.0f} MiB incl. TensorFlow (target < 3 GB)")
+    if show_report:
+        print(art.report)
+    totals = art.report.totals
+    print(f"  {totals['layers']} device layers, {totals['file size (bytes)']:,} bytes, MACs on the KPU "
+          f"{totals['MACs on the KPU']}, KPU RAM peak {totals['KPU RAM peak (bytes)']:,} bytes")
+    print(f"  conversion: {seconds:.1f} s (target < 60 s); python allocations peak {traced_peak / 2**20:.0f} MiB, "
+          f"process max RSS so far {rss:.0f} MiB incl. TensorFlow (target < 3 GB)")
     sample = data[:3]
     start = time.perf_counter()
     simulated = art.simulate(sample)[0]
     per_image = (time.perf_counter() - start) / len(sample)
     reference = art.graph.run(sample)[0]
     cos = float(np.sum(reference * simulated) / np.linalg.norm(reference) / np.linalg.norm(simulated))
-    print(f"simulation: {per_image:.2f} s per image (target < 3 s); float vs K210 cosine {cos:.5f}, "
+    print(f"  simulation: {per_image:.2f} s per image (target < 3 s); float vs K210 cosine {cos:.5f}, "
           f"same top-1 on {int(np.sum(reference.argmax(1) == simulated.argmax(1)))}/{len(sample)}")
     return seconds, rss, per_image
 
@@ -91,18 +105,25 @@ def bench_cifar():
     folder = REFERENCE / "images" / "cifar10"
     data = load_dataset(folder, (32, 32, 3))
     reference = emc.load_model(str(h5)).run(data)[0]
+    pixels = np.round(data * 255).astype(np.uint8)
+    outputs = {}
     with tempfile.TemporaryDirectory() as tmp:
-        target = os.path.join(tmp, "cifar10.kmodel")
-        emc.save_kmodel(str(h5), target, str(folder))
-        pixels = np.round(data * 255).astype(np.uint8)
-        ours = run_kmodel(target, pixels)[0]
-    board = run_kmodel(str(REFERENCE / "kmodel-v3" / "maixemc_cifar10_board.kmodel"), pixels)[0]
-    print(f"cifar (10 images, img_0_1): mean abs logit error vs float -- emc {np.abs(ours - reference).mean():.4f}, "
-          f"Maix-EMC board kmodel {np.abs(board - reference).mean():.4f}; top-1 equal to float: "
-          f"emc {int(np.sum(ours.argmax(1) == reference.argmax(1)))}/10, "
-          f"Maix-EMC {int(np.sum(board.argmax(1) == reference.argmax(1)))}/10")
+        for version in (3, 4):
+            target = os.path.join(tmp, f"cifar10_v{version}.kmodel")
+            emc.save_kmodel(str(h5), target, str(folder), version=version)
+            outputs[f"emc v{version}"] = run_kmodel(target, pixels)[0]
+    outputs["Maix-EMC board kmodel"] = run_kmodel(str(REFERENCE / "kmodel-v3" / "maixemc_cifar10_board.kmodel"),
+                                                  pixels)[0]
+    print("cifar (10 images, img_0_1): mean abs logit error vs float -- " + ", ".join(
+        f"{name} {np.abs(out - reference).mean():.4f}" for name, out in outputs.items()) + "; top-1 equal to "
+        "float: " + ", ".join(f"{name} {int(np.sum(out.argmax(1) == reference.argmax(1)))}/10"
+                              for name, out in outputs.items()))
 
 
 if __name__ == "__main__":
-    bench_mobilenet()
+    images = calibration_images()
+    mobilenet = mobilenet_v1()
+    bench_conversion(mobilenet, images, 3, "MobileNet v1 1.0 224 (ZeroPadding2D form)", show_report=True)
+    bench_conversion(mobilenet, images, 4, "MobileNet v1 1.0 224 (ZeroPadding2D form)")
+    bench_conversion(keras_applications_mobilenet(), images, 4, "keras.applications.MobileNet 0.75 224 (TF-same)")
     bench_cifar()

@@ -31,6 +31,13 @@ def test_zoo_model_round_trip_v4(name, quant_func):
     assert parsed.version == 4 and parsed.header.target == 1
     assert parsed.to_bytes() == art.kmodel              # every body re-encodes from what the reader decoded
     assert len(parsed.outputs) == len(art.graph.outputs)
+    assert parsed.header.constants % 8 == 0 and all(node.offset % 8 == 0 for node in parsed.nodes)
+    for node in parsed.nodes:                            # KPU blocks at multiples of 256 in the file, as nncase
+        if node.name == "kpu_conv2d":
+            bn = node.offset + 120 + node.skips[0]
+            act = bn + 8 * node.arg.out_shape[0] + node.skips[1]
+            weights = act + 144 + node.skips[2]
+            assert bn % 256 == act % 256 == weights % 256 == 0
     assert str(parsed) and str(art.report)
     if name not in V4_ONLY and name != "mlp_iris" and name != "tl_mlp":
         assert any(node.name == "kpu_conv2d" for node in parsed.nodes)

@@ -3,8 +3,8 @@
 to_v4(layers) rewrites every kmodel v3 layer of the lowering as one or more V4Layer nodes (table REWRITES; the
 lowering's own V4Layer nodes pass through) before memory planning, since some rewrites need scratch buffers.
 KModelV4Writer packs planned nodes: header, input/output tables, the constants image, node headers and bodies.
-Inside a kpu_conv2d body the batch-norm, activation and weight blocks start at absolute file offsets aligned to
-128, 256 and 128, with the skips in the layer argument's address fields, as nncase v0.2 writes them.
+Inside a kpu_conv2d body the batch-norm, activation and weight blocks start at absolute file offsets that are
+multiples of 256, with the skips in the layer argument's address fields, as nncase v0.2 writes them (spec 3.5).
 """
 import math
 
@@ -22,7 +22,7 @@ FLOAT_MAX = float(np.finfo(np.float32).max)
 NO_CLAMP = (-math.inf, math.inf)
 FC_CLAMP = {0: NO_CLAMP, 1: (0.0, math.inf), 2: (0.0, 6.0)}          # FULLY_CONNECTED act codes
 SIGMOID_NNIL = bytes([0x05, 0x03, 0x26, 0x23, 0x05, 0x40, 0x43, 0xA0])  # 1 / (exp(-x) + 1); ret
-KPU_BLOCK_ALIGN = {"bn": 128, "act": 256, "weights": 128}
+KPU_BLOCK_ALIGN = 256            # bn, act and weight blocks of kpu_conv2d start at multiples of 256, as nncase
 REWRITES = {}           # kmodel v3 layer type name -> fn(layer) -> [V4Layer]
 ENCODERS = {}           # v4 op name -> fn(layer, file offset, Constants) -> body bytes
 rewrites = registrar(REWRITES)
@@ -259,8 +259,8 @@ class Constants:
 
     def add(self, key, array):
         raw = np.ascontiguousarray(array)
-        start = align(len(self.data), 8)
-        self.data += bytes(start - len(self.data)) + raw.tobytes()
+        start = len(self.data)
+        self.data += raw.tobytes() + bytes(align(raw.nbytes, 8) - raw.nbytes)     # the image stays a multiple of 8
         self.ranges[key] = make("memory_range", memory_type=0, datatype=0 if raw.dtype == np.float32 else 1,
                                 start=start, size=raw.nbytes)
 
@@ -278,11 +278,12 @@ def kpu_conv2d(layer, offset, consts):
     cursor = offset + 24 + 96
     parts, skips = [], []
     for key in ("bn", "act", "weights"):
-        start = align(cursor, KPU_BLOCK_ALIGN[key])
+        start = align(cursor, KPU_BLOCK_ALIGN)
         skips.append(start - cursor)
         parts += [bytes(start - cursor), blocks[key]]
         cursor = start + len(blocks[key])
     arg.bwsx_base_addr, arg.active_addr, arg.para_start_addr = skips
+    arg.send_data_out = int(main is not None)          # as nncase writes it; the runtime clears it on the chip
     head = pack("kpu_conv2d_options", main_mem_output=NO_RANGE if main is None else memory_range(main), batches=1,
                 reserved0=0)[:24]
     return head + arg.to_bytes() + b"".join(parts)

@@ -14,6 +14,9 @@ MIN_LIMIT = 2.0 ** -100     # keeps bins / limit finite in float32 for denormal-
 class TensorStats:
     """Running statistics of one tensor: min/max, count, per-sample min/max means and an adaptive histogram.
 
+    `zeros` counts the values that are exactly 0 (also counted in positive_hist[0]): quantisation represents
+    zero exactly, so a range function may leave them out of a rounding-error estimate (kld does).
+
     The histogram has `bins` bins on each side of zero over [-limit, limit) (limit a power of two). When data
     falls outside, the limit doubles and neighbouring bins merge exactly, so one pass over the data suffices
     with bounded memory; with a power-of-two `bins` every bin index is computed exactly.
@@ -30,6 +33,7 @@ class TensorStats:
         self.min = np.inf
         self.max = -np.inf
         self.count = 0
+        self.zeros = 0
         self.samples = 0
         self.sample_min_sum = 0.0
         self.sample_max_sum = 0.0
@@ -52,6 +56,7 @@ class TensorStats:
         self.sample_max_sum += float(maxs.sum(dtype=np.float64))
         self.min, self.max = min(self.min, lo), max(self.max, hi)
         self.count += flat.size
+        self.zeros += int(np.count_nonzero(flat == 0))
         self.hist += np.bincount(self._bin_index(flat.ravel()), minlength=2 * self.bins)
 
     def _fit_limit(self, lo, hi):

@@ -101,6 +101,37 @@ def test_tf_same_stride_2_runs_on_the_kpu_in_v4():
     assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
 
 
+def segmentation_head(keras):
+    keras.utils.set_random_seed(5)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = k.Conv2D(8, 3, padding="same", activation="relu")(x)
+    return keras.Model(x, k.Conv2D(4, 1, activation="softmax", name="classes")(y))
+
+
+def test_softmax_over_the_channels_of_a_map_in_v4():
+    art, data = refused_by_v3_converted_by_v4(segmentation_head, "softmax over the channels.*kmodel v4")
+    simulated = art.simulate(data)[0]
+    assert simulated.shape == (16, 16, 16, 4)
+    np.testing.assert_allclose(simulated.sum(axis=-1), 1.0, atol=1e-5)
+    assert cosine(art.graph.run(data)[0], simulated) >= 0.99
+
+
+def dense_to_map(keras):
+    keras.utils.set_random_seed(6)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    code = k.Dense(48, activation="relu")(k.Flatten()(k.Conv2D(4, 3, strides=4, padding="valid")(x)))
+    y = k.Conv2D(8, 3, padding="same", activation="relu")(k.Reshape((4, 4, 3), name="unflatten")(code))
+    return keras.Model(x, k.Dense(2)(k.GlobalAveragePooling2D()(y)))
+
+
+def test_a_vector_reshaped_to_a_map_in_v4():
+    art, data = refused_by_v3_converted_by_v4(dense_to_map, "'unflatten'.*reorders channels.*kmodel v4")
+    assert any(n.name == "transpose" and tuple(n.body.perm) == (0, 3, 1, 2) for n in art.model.nodes)
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
+
+
 def test_two_output_head_gives_both_outputs():
     art, data = convert_v4("detector_two_heads")
     assert len(art.model.outputs) == 2
@@ -134,16 +165,20 @@ def test_run_kmodel_on_a_written_v4_file_equals_the_artefact(tmp_path):
 
 
 def test_v4_still_lists_every_problem_before_writing(tmp_path):
+    keras = pytest.importorskip("keras")
     import emc
-    from emc.frontends import load_model
-    from zoo import KERAS_ZOO
-    model = KERAS_ZOO["conv1d"]()
-    graph = load_model(model)
-    data = np.random.default_rng(0).uniform(0, 1, (4,) + graph.input_shapes[0]).astype(np.float32)
+    k = keras.layers
+    x = keras.Input((8, 8, 3))
+    y = k.Conv2D(4, 1)(x)
+    wide = [k.GlobalAveragePooling2D()(k.Dense(n, name=f"wide_{n}")(y)) for n in (1100, 1200)]
+    model = keras.Model(x, k.Dense(2)(k.Concatenate()(wide)))
+    data = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 3)).astype(np.float32)
     target = tmp_path / "bad.kmodel"
     with pytest.raises(emc.PlatformLimitError) as err:
         emc.save_kmodel(model, target, data, version=4)
-    assert len(err.value.problems) == 3 and "input shape (32, 3)" in err.value.problems[0]
+    problems = err.value.problems
+    assert len(problems) == 2 and all("1024" in p for p in problems)
+    assert "'wide_1100'" in problems[0] and "'wide_1200'" in problems[1]
     assert list(tmp_path.iterdir()) == []
 
 

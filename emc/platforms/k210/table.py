@@ -259,13 +259,28 @@ def float_activation(ctx, node, src, act):
 def softmax(ctx, node, src):
     shape = node.shape
     if len(shape) > 1 and src.count not in shape:
+        if ctx.version == 4 and len(shape) == 3 and src.order is None:
+            channel_softmax(ctx, node, src)
+            return
         ctx.problem(node, f"softmax over the channels of a {shape} map has no K210 v3 layer (SOFTMAX takes one "
-                          f"vector); apply it on the host")
+                          f"vector); apply it on the host or use kmodel v4")
         return
     nat = ctx.natural(src)
     out = ctx.buffer(node.name + ":softmax", MAIN, F32, (src.count,))
     ctx.emit("SOFTMAX", node.name, [ctx.need(nat, F32)], [out], count=src.count)
     ctx.set_value(node.name, shape, F32, out)
+
+
+def channel_softmax(ctx, node, src):
+    """kmodel v4 only: softmax over the channels of every pixel (segmentation heads): transpose CHW -> HWC,
+    softmax on rows of C values, transpose back."""
+    h, w, c = node.shape
+    x = ctx.need(src, F32)
+    hwc, rows, out = (ctx.buffer(f"{node.name}:{part}", MAIN, F32, (src.count,)) for part in ("hwc", "softmax", "chw"))
+    ctx.emit_v4("transpose", node.name, [x], [hwc], in_shape=(1, c, h, w), perm=(0, 2, 3, 1))
+    ctx.emit_v4("softmax", node.name, [hwc], [rows], inner_size=c, outer_size=h * w)
+    ctx.emit_v4("transpose", node.name, [rows], [out], in_shape=(1, h, w, c), perm=(0, 3, 1, 2))
+    ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
 
 
 def lookup_activation(ctx, node, src, act):
@@ -545,11 +560,24 @@ def reshape(ctx, node):
             ctx.alias(node.name, src, out_shape, None)
             return
         if order is not None or not _row_major_equals_chw(out_shape):
+            if ctx.version == 4:
+                vector_to_map(ctx, node, src, out_shape)
+                return
             ctx.problem(node, f"reshape {in_shape} -> {out_shape} reorders channels; kmodel v3 has no layer that "
-                              f"turns a vector into a multi-channel CHW map")
+                              f"turns a vector into a multi-channel CHW map; use kmodel v4")
             return
         order = None
     ctx.alias(node.name, src, out_shape, order)
+
+
+def vector_to_map(ctx, node, src, shape):
+    """kmodel v4 only: a vector (the HWC flattening of `shape`) as a CHW map, by a transpose of its bytes."""
+    nat = ctx.natural(src)
+    form = U8 if U8 in nat.forms else F32
+    h, w, c = shape
+    out = ctx.buffer(node.name, MAIN, form, (c, h, w) if form == U8 else (nat.count,), nat.quant)
+    ctx.emit_v4("transpose", node.name, [ctx.need(nat, form)], [out], in_shape=(1, h, w, c), perm=(0, 3, 1, 2))
+    ctx.set_value(node.name, shape, form, out, nat.quant)
 
 
 def _row_major_equals_chw(shape):

@@ -457,8 +457,8 @@ def float_binary(ctx, node, op):
         ctx.problem(node, f"element-wise '{op}' on {shapes}: the K210 takes maps (H, W, C) and vectors")
         return
     srcs = [ctx.natural(ctx.values[n]) if len(s) == 1 else ctx.values[n] for n, s in zip(node.inputs, shapes)]
-    if any(s.order is not None and s.order != "hwc" for s in srcs):
-        ctx.problem(node, f"element-wise '{op}' on a flattened map; flatten after the element-wise op")
+    if any(len(shape) == 3 and src.order is not None for src, shape in zip(srcs, shapes)):
+        ctx.problem(node, f"element-wise '{op}' on a map not stored CHW; apply it to the map before reshaping")
         return
     acc, acc_shape = ctx.need(srcs[0], F32), nchw(shapes[0])
     for src, shape in zip(srcs[1:], shapes[1:]):

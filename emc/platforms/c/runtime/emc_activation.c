@@ -6,8 +6,7 @@ void emc_requant_clamp_s8(const emc_requant_params *p, const int8_t *in, int8_t 
 {
     int32_t i;
     for (i = 0; i < p->count; ++i)
-        out[i] = emc_clamp8(emc_requantize((int32_t)in[i] - p->in_zp, p->mult, p->shift) + p->out_zp,
-                            p->act_min, p->act_max);
+        out[i] = emc_requant8((int32_t)in[i] - p->in_zp, p->mult, p->shift, p->out_zp, p->act_min, p->act_max);
 }
 
 void emc_leaky_relu_s8(const emc_leaky_params *p, const int8_t *in, int8_t *out)

@@ -20,8 +20,7 @@ static void emc_cmsis_conv_common(const emc_conv_params *p, cmsis_nn_dims *in_di
 static int8_t emc_finish(int32_t acc, const int32_t *mult, const int32_t *shift, int32_t oc,
                          int32_t out_zp, int32_t act_min, int32_t act_max, const int8_t *lut)
 {
-    int32_t v = emc_requantize(acc, mult[oc], shift[oc]) + out_zp;
-    int8_t q = emc_clamp8(v, act_min, act_max);
+    int8_t q = emc_requant8(acc, mult[oc], shift[oc], out_zp, act_min, act_max);
     return lut ? lut[(int32_t)q + 128] : q;
 }
 

@@ -44,7 +44,7 @@ void emc_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out)
             int8_t q;
             for (i = 0; i < p->in_features; ++i)
                 acc += ((int32_t)src[i] - p->in_zp) * w[i];
-            q = emc_clamp8(emc_requantize(acc, p->mult[o], p->shift[o]) + p->out_zp, p->act_min, p->act_max);
+            q = emc_requant8(acc, p->mult[o], p->shift[o], p->out_zp, p->act_min, p->act_max);
             dst[o] = p->lut ? p->lut[(int32_t)q + 128] : q;
         }
     }
@@ -55,7 +55,7 @@ void emc_channel_scale_s8(const emc_channel_scale_params *p, const int8_t *in, i
     int32_t i, c = 0;
     for (i = 0; i < p->count; ++i) {
         int32_t acc = ((int32_t)in[i] - p->in_zp) * p->weights[c] + p->bias[c];
-        out[i] = emc_clamp8(emc_requantize(acc, p->mult[c], p->shift[c]) + p->out_zp, -128, 127);
+        out[i] = emc_requant8(acc, p->mult[c], p->shift[c], p->out_zp, -128, 127);
         if (++c == p->channels) c = 0;
     }
 }

@@ -37,7 +37,7 @@ void emc_add_s8(const emc_add_params *p, const int8_t *const *in, int8_t *out)
                         int32_t v = (int32_t)in[k][emc_index(p->strides, k, i0, i1, i2, i3)] - p->in_zp[k];
                         total += p->sign[k] * emc_requantize(v * (1 << p->left_shift), p->in_mult[k], p->in_shift[k]);
                     }
-                    out[o++] = emc_clamp8(emc_requantize(total, p->out_mult, p->out_shift) + p->out_zp, -128, 127);
+                    out[o++] = emc_requant8(total, p->out_mult, p->out_shift, p->out_zp, -128, 127);
                 }
 }
 
@@ -51,7 +51,7 @@ void emc_mul_s8(const emc_mul_params *p, const int8_t *const *in, int8_t *out)
                 for (i3 = 0; i3 < d[3]; ++i3) {
                     int32_t a = (int32_t)in[0][emc_index(p->strides, 0, i0, i1, i2, i3)] - p->in_zp[0];
                     int32_t b = (int32_t)in[1][emc_index(p->strides, 1, i0, i1, i2, i3)] - p->in_zp[1];
-                    out[o++] = emc_clamp8(emc_requantize(a * b, p->out_mult, p->out_shift) + p->out_zp, -128, 127);
+                    out[o++] = emc_requant8(a * b, p->out_mult, p->out_shift, p->out_zp, -128, 127);
                 }
 }
 
@@ -84,8 +84,8 @@ void emc_concat_s8(const emc_concat_params *p, const int8_t *const *in, int8_t *
                 memcpy(out, src, (size_t)count);
             } else {
                 for (i = 0; i < count; ++i)
-                    out[i] = emc_clamp8(emc_requantize((int32_t)src[i] - p->in_zp[k], p->in_mult[k], p->in_shift[k])
-                                        + p->out_zp, -128, 127);
+                    out[i] = emc_requant8((int32_t)src[i] - p->in_zp[k], p->in_mult[k], p->in_shift[k], p->out_zp,
+                                          -128, 127);
             }
             out += count;
         }

@@ -46,6 +46,12 @@ static inline int8_t emc_clamp8(int32_t v, int32_t lo, int32_t hi)
     return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
 }
 
+/* An int32 value requantised to int8: emc_requantize, plus the output zero point, clamped to [lo, hi]. */
+static inline int8_t emc_requant8(int32_t x, int32_t mult, int32_t shift, int32_t zp, int32_t lo, int32_t hi)
+{
+    return emc_clamp8(emc_requantize(x, mult, shift) + zp, lo, hi);
+}
+
 /* ---- convolutions and dense ---------------------------------------------------------------------------- */
 typedef struct {
     int32_t in_h, in_w, in_c, out_h, out_w, out_c;

@@ -103,6 +103,6 @@ void emc_global_avg_pool_s8(const emc_global_pool_params *p, const int8_t *in, i
         int32_t acc = 0;
         for (i = 0; i < count; ++i)
             acc += (int32_t)in[i * p->channels + c] - p->in_zp;
-        out[c] = emc_clamp8(emc_requantize(acc, p->mult, p->shift) + p->out_zp, -128, 127);
+        out[c] = emc_requant8(acc, p->mult, p->shift, p->out_zp, -128, 127);
     }
 }

@@ -170,16 +170,31 @@ def test_v4_still_lists_every_problem_before_writing(tmp_path):
     k = keras.layers
     x = keras.Input((8, 8, 3))
     y = k.Conv2D(4, 1)(x)
-    wide = [k.GlobalAveragePooling2D()(k.Dense(n, name=f"wide_{n}")(y)) for n in (1100, 1200)]
-    model = keras.Model(x, k.Dense(2)(k.Concatenate()(wide)))
+    rows = [k.Flatten()(k.Dense(3, name=f"rows_{n}")(k.Reshape((n, 256 // n))(y))) for n in (16, 32)]
+    model = keras.Model(x, k.Dense(2)(k.Concatenate()(rows)))
     data = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 3)).astype(np.float32)
     target = tmp_path / "bad.kmodel"
     with pytest.raises(emc.PlatformLimitError) as err:
         emc.save_kmodel(model, target, data, version=4)
     problems = err.value.problems
-    assert len(problems) == 2 and all("1024" in p for p in problems)
-    assert "'wide_1100'" in problems[0] and "'wide_1200'" in problems[1]
+    assert len(problems) == 2 and all("flatten first" in p for p in problems)
+    assert "'rows_16'" in problems[0] and "'rows_32'" in problems[1]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_layers_over_the_kpu_limits_run_on_the_cpu_in_v4():
+    """A dense layer on a map with 1100 outputs: over the KPU's 1024 channels, a float conv2d on the CPU."""
+    keras = pytest.importorskip("keras")
+    from emc.convert import convert
+    keras.utils.set_random_seed(7)
+    k = keras.layers
+    x = keras.Input((8, 8, 3))
+    y = k.Dense(1100, activation="relu", name="wide")(k.Conv2D(4, 1, activation="relu")(x))
+    model = keras.Model(x, k.Dense(3)(k.GlobalAveragePooling2D()(y)))
+    data = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype(np.float32)
+    art = convert(model, dataset=data, version=4)
+    assert any("'wide' runs on the CPU" in note and "1024" in note for note in art.report.notes)
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
 
 
 def squeeze_excite(keras):

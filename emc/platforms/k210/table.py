@@ -40,43 +40,48 @@ def identity(ctx, node):
 @lowers("conv2d", "depthwise_conv2d")
 def convolution(ctx, node):
     plan = ctx.plans.get(node.name)
-    if ctx.version == 4 and (plan is None or plan.problems):
-        reason = "; ".join(plan.problems) if plan is not None else "not a KPU convolution"
-        ctx.notes.append(f"'{node.name}' runs on the CPU in float32 (kmodel v4 conv2d): {reason}")
-        cpu_conv(ctx, node)
-        return
     if plan is None:
         ctx.problem(node, "not a convolution the KPU can run")
+        return
+    kpu_or_cpu_conv(ctx, node, plan)
+
+
+def kpu_or_cpu_conv(ctx, node, plan):
+    """The plan's KPU conv; with kmodel v4, a convolution on a map that the KPU cannot run (5x5, dilated, over
+    1024 channels, maps under 4x4...) becomes a float conv2d on the CPU instead of a problem."""
+    if plan.problems and ctx.version == 4 and len(ctx.graph[node.inputs[0]].shape) == 3:
+        ctx.notes.append(f"'{node.name}' runs on the CPU in float32 (kmodel v4 conv2d): {'; '.join(plan.problems)}")
+        cpu_conv(ctx, node, plan)
         return
     kpu_conv(ctx, node, plan)
 
 
-def cpu_conv(ctx, node):
-    """kmodel v4 only: a convolution the KPU cannot run (5x5, dilated, TF-same stride 2...) as nncase's float
-    conv2d on the CPU, on the dequantized CHW map; relu / relu6 clamp inside, other activations follow."""
-    op = node.op
+def cpu_conv(ctx, node, plan):
+    """kmodel v4 only: nncase's float conv2d on the CPU, on the dequantized CHW map; relu / relu6 clamp inside,
+    other activations follow."""
     src = ctx.values[node.inputs[0]]
-    if src.order is not None or len(ctx.graph[node.inputs[0]].shape) != 3:
+    if src.order is not None:
         ctx.problem(node, "a CPU convolution takes a map stored CHW, not the float input vector; give the model "
                           "an image input")
         return
-    kernel = np.asarray(op.kernel, np.float32)
+    kernel = np.asarray(plan.kernel, np.float32)
     kh, kw, c_in = kernel.shape[:3]
-    if node.op.kind == "depthwise_conv2d":
+    if plan.depthwise:
         weights = kernel.reshape(kh, kw, -1).transpose(2, 0, 1)[:, None]       # (C * mult, 1, kh, kw)
         groups = c_in
     else:
         weights = kernel.transpose(3, 2, 0, 1)                                   # (O, I, kh, kw)
         groups = 1
     c_out = weights.shape[0]
-    bias = np.zeros(c_out, np.float32) if op.bias is None else np.asarray(op.bias, np.float32)
-    act = op.activation
-    top, bottom, left, right = op.pads
+    bias = np.zeros(c_out, np.float32) if plan.bias is None else np.asarray(plan.bias, np.float32)
+    act = plan.activation
+    top, bottom, left, right = plan.pads
     oh, ow = node.shape[:2]
     out = ctx.buffer(node.name, MAIN, F32, (c_out, oh, ow))
     ctx.emit_v4("conv2d", node.name, [ctx.need(src, F32)], [out], macs=oh * ow * c_out * kh * kw * c_in // groups,
                 weight_bytes=4 * (weights.size + c_out), weights=np.ascontiguousarray(weights), bias=bias,
-                in_chw=src.chw, groups=groups, kernel=(kh, kw), strides=op.strides, dilation=op.dilation,
+                in_chw=src.chw, groups=groups, kernel=(kh, kw), strides=plan.strides,
+                dilation=node.op.attrs.get("dilation", (1, 1)),
                 pads=((top, bottom), (left, right)), clamp=CONV_CLAMPS.get(act.name, CONV_CLAMPS["linear"]))
     if act.name in CONV_CLAMPS:
         ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
@@ -97,14 +102,14 @@ def channel_affine(ctx, node):
         ctx.problem(node, "a stand-alone per-channel affine on a vector has no K210 layer; fold it into the "
                           "dense layer before it")
         return
-    kpu_conv(ctx, node, plan)
+    kpu_or_cpu_conv(ctx, node, plan)
 
 
 @lowers("dense")
 def dense(ctx, node):
     plan = ctx.plans.get(node.name)
     if plan is not None:                       # dense on a map: a 1x1 KPU conv
-        kpu_conv(ctx, node, plan)
+        kpu_or_cpu_conv(ctx, node, plan)
     else:
         fully_connected(ctx, node)
 

@@ -90,7 +90,8 @@ class Layer:
 
 class V4Layer(Layer):
     """One kmodel v4 node (an nncase v0.2 runtime op, named as in structs_v4.OPCODES) with the same interface:
-    the lowering emits these for what only v4 has (a float conv on the CPU); writer_v4 makes the rest."""
+    the lowering emits these for what only v4 has (float CPU convolutions, binary ops, transposes, slices);
+    writer_v4 rewrites the v3 layers into the rest."""
 
     CODES = OPCODES
 

@@ -288,16 +288,16 @@ class Lowering:
         return buf
 
     def emit(self, code, node, inputs, outputs, **kwargs):
-        layer = Layer(CODE[code] if isinstance(code, str) else code, node, inputs, outputs, **kwargs)
-        layer.index = len(self.layers)
-        self.layers.append(layer)
-        return layer
+        """A kmodel v3 layer (type name or code)."""
+        return self._append(Layer(CODE[code] if isinstance(code, str) else code, node, inputs, outputs, **kwargs))
 
     def emit_v4(self, op, node, inputs, outputs, **kwargs):
         """A kmodel v4 node (version 4 only): what no v3 layer can do."""
         if self.version != 4:
             raise ValueError(f"{op} is a kmodel v4 op")
-        layer = V4Layer(op, node, inputs, outputs, **kwargs)
+        return self._append(V4Layer(op, node, inputs, outputs, **kwargs))
+
+    def _append(self, layer):
         layer.index = len(self.layers)
         self.layers.append(layer)
         return layer

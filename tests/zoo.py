@@ -26,23 +26,57 @@ def _keras():
     return keras
 
 
-def finish(model, seed=0):
-    """Randomise BatchNorm statistics so that folding them is really exercised."""
+def finish(model, seed=0, calibrate=False):
+    """Randomise BatchNorm statistics so that folding them is really exercised.
+
+    calibrate=True (deep networks): each BatchNorm's mean and variance are its input's statistics on smooth
+    probe images, randomly perturbed, so that the signal neither dies nor explodes with depth and the output
+    really depends on the input (with unrelated statistics a 28-layer MobileNet's output is constant).
+    """
     rng = np.random.default_rng(seed)
+    probe = smooth_images(tuple(model.inputs[0].shape[1:]), 16, rng) if calibrate else None
     for layer in _all_layers(model):
         if type(layer).__name__ == "BatchNormalization":
             weights = layer.get_weights()
             n = weights[0].shape[0]
+            seen = None
+            if probe is not None:
+                x = np.asarray(_keras().Model(model.inputs, layer.input)([probe]))
+                seen = x.mean(axis=tuple(range(x.ndim - 1))), x.var(axis=tuple(range(x.ndim - 1))) + 1e-3
             new = []
             for w, kind in zip(weights, ["gamma", "beta", "mean", "var"][-len(weights):]):
                 if kind == "var":
-                    new.append(rng.uniform(0.5, 2.0, n).astype(np.float32))
+                    scale = seen[1] if seen is not None else 1.0
+                    new.append((scale * rng.uniform(0.5, 2.0, n)).astype(np.float32))
                 elif kind == "gamma":
                     new.append(rng.uniform(0.5, 1.5, n).astype(np.float32))
+                elif kind == "mean" and seen is not None:
+                    new.append((seen[0] + rng.normal(0, 0.3, n) * np.sqrt(seen[1])).astype(np.float32))
                 else:
                     new.append(rng.normal(0, 0.3, n).astype(np.float32))
             layer.set_weights(new)
     return model
+
+
+def scale_convs(model, seed=0):
+    """Rescale each Conv2D kernel so that its output has unit spread on smooth probe images: a deep stack of
+    squashing activations otherwise shrinks the signal until the output no longer depends on the input."""
+    keras = _keras()
+    probe = smooth_images(tuple(model.inputs[0].shape[1:]), 16, np.random.default_rng(seed))
+    for layer in _all_layers(model):
+        if type(layer).__name__ == "Conv2D":
+            spread = float(np.std(np.asarray(layer(keras.Model(model.inputs, layer.input)([probe])))))
+            kernel, *rest = layer.get_weights()
+            layer.set_weights([kernel / max(spread, 1e-6)] + rest)
+    return model
+
+
+def smooth_images(shape, n, rng):
+    """n images in [0, 1]: a random 4x4 grid of levels blown up to the image size, plus pixel noise."""
+    h, w, c = shape
+    coarse = rng.uniform(0, 1, (n, 4, 4, c))
+    image = coarse[:, np.arange(h) * 4 // h][:, :, np.arange(w) * 4 // w]
+    return np.clip(image + rng.normal(0, 0.1, (n,) + shape), 0, 1).astype(np.float32)
 
 
 def _all_layers(model):
@@ -112,7 +146,7 @@ def mobilenet_v1_025(size=128, alpha=0.25):
         x = conv_bn_relu(x, int(filters * alpha), 1, 1, "relu6")
     x = k.GlobalAveragePooling2D()(x)
     x = k.Dropout(0.2)(x)
-    return finish(keras.Model(inp, k.Dense(100, activation="softmax")(x), name="mobilenet_v1_025"))
+    return finish(keras.Model(inp, k.Dense(100, activation="softmax")(x), name="mobilenet_v1_025"), calibrate=True)
 
 
 @zoo("mobilenet_v2_style", True)
@@ -244,7 +278,7 @@ def activations():
     x = k.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.1, 0.4))(x)
     x = k.PReLU(alpha_initializer=keras.initializers.RandomUniform(0.1, 0.4), shared_axes=[1, 2])(x)
     x = k.Flatten()(x)
-    return keras.Model(inp, k.Softmax()(k.Dense(5)(x)), name="activations")
+    return scale_convs(keras.Model(inp, k.Softmax()(k.Dense(5)(x)), name="activations"))
 
 
 @zoo("pad_crop", True)

@@ -30,8 +30,9 @@ def unique(name):
     return f"{name}_{next(_BUILDS)}"
 
 
-def randomise(model, seed):
-    """Random weights everywhere, BatchNorm statistics included (variances positive)."""
+def randomise(model, seed, calibrate=False):
+    """Random weights everywhere, BatchNorm statistics included (variances positive); calibrate=True for a deep
+    chain: BatchNorm statistics from the data (calibrate_batchnorm_chain)."""
     rng = np.random.default_rng(seed)
     for w in model.all_weights:
         shape = tuple(w.shape)
@@ -44,7 +45,28 @@ def randomise(model, seed):
             value = rng.normal(0, 1 / np.sqrt(fan_in), shape)
         w.assign(value.astype(np.float32))
     model.eval()
+    if calibrate:
+        calibrate_batchnorm_chain(model, rng)
     return model
+
+
+def calibrate_batchnorm_chain(model, rng):
+    """A chain model's BatchNorm statistics from its input's statistics on smooth probe images (perturbed), so
+    that a deep random network's output still depends on its input (see zoo.finish)."""
+    from zoo import smooth_images
+    layers = model.all_layers
+    x = smooth_images(tuple(layers[0].shape[1:]), 16, rng)        # the _InputLayer: [None, H, W, C]
+    for layer in layers[1:]:
+        if type(layer).__name__ == "BatchNorm":
+            values = np.asarray(x)
+            axes = tuple(range(values.ndim - 1))
+            mean, var = values.mean(axis=axes), values.var(axis=axes) + 1e-3
+            for w in layer.all_weights:
+                if "moving_mean" in w.name:
+                    w.assign((mean + rng.normal(0, 0.3, mean.shape) * np.sqrt(var)).astype(np.float32))
+                elif "moving_var" in w.name:
+                    w.assign((var * rng.uniform(0.5, 2.0, var.shape)).astype(np.float32))
+        x = layer.forward(x)
 
 
 def maixemc_cifar_layers(tf, tl, ni):
@@ -85,7 +107,7 @@ def tl_mobilenet_like():
         n = Conv2d(filters, (1, 1), (1, 1), b_init=None)(n)
         n = BatchNorm(act=tf.nn.relu6)(n)
     n = GlobalMeanPool2d()(n)
-    return randomise(tl.models.Model(ni, Dense(10)(n), name=unique("mobilenet_like")), 2)
+    return randomise(tl.models.Model(ni, Dense(10)(n), name=unique("mobilenet_like")), 2, calibrate=True)
 
 
 @zoo("tl_branchy", True)

@@ -14,14 +14,14 @@ import tracemalloc
 
 import numpy as np
 
-from common import randomise_batchnorm
+from common import input_dependence, randomise_batchnorm
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 REFERENCE = ROOT.parent / "shared" / "reference"
 
 
-def mobilenet_v1(alpha=1.0, size=224, classes=1000, seed=0):
+def mobilenet_v1(probe, alpha=1.0, size=224, classes=1000, seed=0):
     """MobileNet v1 with the stride-2 layers in the ZeroPadding2D(1) + 'valid' form the KPU runs exactly
     (keras.applications pads (0, 1), which kmodel v3 cannot shift); seeded weights, randomised BatchNorm."""
     import keras
@@ -46,7 +46,7 @@ def mobilenet_v1(alpha=1.0, size=224, classes=1000, seed=0):
         x = conv_bn(x, int(filters * alpha), 1, 1)
     x = k.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, k.Dense(classes, activation="softmax")(x), name="mobilenet_v1")
-    return randomise_batchnorm(model, seed)
+    return randomise_batchnorm(model, seed, probe)
 
 
 def calibration_images(size=224, count=64):
@@ -58,20 +58,21 @@ def calibration_images(size=224, count=64):
     return np.ascontiguousarray(images)
 
 
-def keras_applications_mobilenet(alpha=0.75, seed=0):
+def keras_applications_mobilenet(probe, alpha=0.75, seed=0):
     """keras.applications.MobileNet at 224 (TF-'same' stride 2, which only kmodel v4 takes), seeded weights.
 
     alpha 0.75: at 1.0 the stem's full-size 224x224x32 stride-1 map (1.6 MB, streamed out for the CPU's
     strided_slice) and the 4.3 MB kmodel exceed the K210's 6 MiB of SRAM, which emc reports as an error."""
     import keras
     keras.utils.set_random_seed(seed)
-    return randomise_batchnorm(keras.applications.MobileNet(alpha=alpha, weights=None), seed)
+    return randomise_batchnorm(keras.applications.MobileNet(alpha=alpha, weights=None), seed, probe)
 
 
 def bench_conversion(model, data, version, label, show_report=False):
     """Convert with 64 calibration images, then simulate 3 of them; prints the figures, returns them."""
     from emc.convert import convert
     print(f"{label}, kmodel v{version}: {model.count_params():,} parameters, {len(data)} calibration images")
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     tracemalloc.start()
     start = time.perf_counter()
     art = convert(model, dataset=data, quant_func="minmax", max_samples=64, version=version)
@@ -85,15 +86,18 @@ def bench_conversion(model, data, version, label, show_report=False):
     print(f"  {totals['layers']} device layers, {totals['file size (bytes)']:,} bytes, MACs on the KPU "
           f"{totals['MACs on the KPU']}, KPU RAM peak {totals['KPU RAM peak (bytes)']:,} bytes")
     print(f"  conversion: {seconds:.1f} s (target < 60 s); python allocations peak {traced_peak / 2**20:.0f} MiB, "
-          f"process max RSS so far {rss:.0f} MiB incl. TensorFlow (target < 3 GB)")
-    sample = data[:3]
+          f"process max RSS {rss:.0f} MiB incl. TensorFlow (target < 3 GB; {rss_before:.0f} MiB before converting, "
+          f"from building the models)")
+    sample = data[:8]
     start = time.perf_counter()
     simulated = art.simulate(sample)[0]
     per_image = (time.perf_counter() - start) / len(sample)
     reference = art.graph.run(sample)[0]
     cos = float(np.sum(reference * simulated) / np.linalg.norm(reference) / np.linalg.norm(simulated))
     print(f"  simulation: {per_image:.2f} s per image (target < 3 s); float vs K210 cosine {cos:.5f}, "
-          f"same top-1 on {int(np.sum(reference.argmax(1) == simulated.argmax(1)))}/{len(sample)}")
+          f"same top-1 on {int(np.sum(reference.argmax(1) == simulated.argmax(1)))}/{len(sample)} "
+          f"(input dependence of the float output {input_dependence(reference):.3f}, distinct top-1 classes "
+          f"{len(set(reference.argmax(1)))})")
     return seconds, rss, per_image
 
 
@@ -122,8 +126,9 @@ def bench_cifar():
 
 if __name__ == "__main__":
     images = calibration_images()
-    mobilenet = mobilenet_v1()
+    mobilenet = mobilenet_v1(images[:8])
     bench_conversion(mobilenet, images, 3, "MobileNet v1 1.0 224 (ZeroPadding2D form)", show_report=True)
     bench_conversion(mobilenet, images, 4, "MobileNet v1 1.0 224 (ZeroPadding2D form)")
-    bench_conversion(keras_applications_mobilenet(), images, 4, "keras.applications.MobileNet 0.75 224 (TF-same)")
+    bench_conversion(keras_applications_mobilenet(images[:8]), images, 4,
+                     "keras.applications.MobileNet 0.75 224 (TF-same)")
     bench_cifar()

@@ -159,15 +159,18 @@ def small_model(tmp_path_factory):
     return folder, images, pixels, expected
 
 
-def test_convert_then_inspect_run_compare(small_model, tmp_path):
+@pytest.mark.parametrize("version", [3, 4])
+def test_convert_then_inspect_run_compare(small_model, tmp_path, version):
     folder, images, pixels, expected = small_model
     out = tmp_path / "small.kmodel"
-    result = emc_cli("convert", folder / "small.keras", "-o", out, "--dataset", images, "--quant", "minmax", "-q")
+    kpu_layer = {3: "K210_CONV", 4: "kpu_conv2d"}[version]
+    result = emc_cli("convert", folder / "small.keras", "-o", out, "--dataset", images, "--quant", "minmax", "-q",
+                     "--version", str(version))
     assert result.returncode == 0, result.stderr
-    assert "K210" in result.stdout and f"wrote {out}" in result.stdout
-    assert struct.unpack_from("<I", out.read_bytes(), 0)[0] == 3
+    assert f"K210 kmodel v{version}" in result.stdout and f"wrote {out}" in result.stdout
+    assert out.read_bytes()[:4] == (b"LDMK" if version == 4 else struct.pack("<I", 3))
     inspect = emc_cli("inspect", out)
-    assert inspect.returncode == 0 and "K210_CONV" in inspect.stdout
+    assert inspect.returncode == 0 and kpu_layer in inspect.stdout
     run = emc_cli("run", out, images / "00.png", images / "01.png", "--full")
     assert run.returncode == 0, run.stderr
     outputs = [[float(v) for v in body.split()] for body in re.findall(r"values\): \[([^\]]*)\]", run.stdout)]
@@ -177,7 +180,7 @@ def test_convert_then_inspect_run_compare(small_model, tmp_path):
     assert compare.returncode == 0, compare.stderr
     cosine = float(re.search(r"output '[^']+'\s*: cosine ([0-9.]+)", compare.stdout).group(1))
     assert cosine > 0.99 and (tmp_path / "snr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "K210_CONV" in compare.stdout
+    assert kpu_layer in compare.stdout
 
 
 # ---- errors: one line, exit code 2, no traceback unless --debug ---------------------------------------------------

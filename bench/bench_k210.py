@@ -1,5 +1,5 @@
 """K210 writer benchmark: MobileNet v1 (alpha 1.0, 224x224, 1000 classes) converted with 64 calibration images to
-kmodel v3 and v4 (and keras.applications' TF-'same' MobileNet 0.75 to v4): conversion time and peak memory, simulator
+kmodel v3 and v4 (and keras.applications' TF-'same' MobileNet to v4): conversion time and peak memory, simulator
 time per image; and the Maix-EMC cifar comparison (emc's v3 and v4 against Maix-EMC's board kmodel).
 
 Targets: conversion < 60 s and < 3 GB, simulation < 3 s per image. Run: python bench/bench_k210.py
@@ -58,11 +58,8 @@ def calibration_images(size=224, count=64):
     return np.ascontiguousarray(images)
 
 
-def keras_applications_mobilenet(probe, alpha=0.75, seed=0):
-    """keras.applications.MobileNet at 224 (TF-'same' stride 2, which only kmodel v4 takes), seeded weights.
-
-    alpha 0.75: at 1.0 the stem's full-size 224x224x32 stride-1 map (1.6 MB, streamed out for the CPU's
-    strided_slice) and the 4.3 MB kmodel exceed the K210's 6 MiB of SRAM, which emc reports as an error."""
+def keras_applications_mobilenet(probe, alpha=1.0, seed=0):
+    """keras.applications.MobileNet at 224 (TF-'same' stride 2, which only kmodel v4 takes), seeded weights."""
     import keras
     keras.utils.set_random_seed(seed)
     return randomise_batchnorm(keras.applications.MobileNet(alpha=alpha, weights=None), seed, probe)
@@ -130,5 +127,5 @@ if __name__ == "__main__":
     bench_conversion(mobilenet, images, 3, "MobileNet v1 1.0 224 (ZeroPadding2D form)", show_report=True)
     bench_conversion(mobilenet, images, 4, "MobileNet v1 1.0 224 (ZeroPadding2D form)")
     bench_conversion(keras_applications_mobilenet(images[:8]), images, 4,
-                     "keras.applications.MobileNet 0.75 224 (TF-same)")
+                     "keras.applications.MobileNet 1.0 224 (TF-same)")
     bench_cifar()

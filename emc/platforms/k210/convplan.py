@@ -132,6 +132,26 @@ def plan_conv(graph, node, view, inherited=False):
     return plan
 
 
+def shift_by_pool6(plan, in_hw):
+    """kmodel v4: a TF-'same' stride-2 3x3 conv on an even map on the KPU as nncase v0.2 runs it (spec 1.5.6).
+
+    One zero row above and below on the CPU, the stride-1 KPU conv with pool 6 (rows 0, 2, 4 ..., columns
+    1, 3, 5 ... of its output), and the first row dropped: row 2y of the padded map is input row 2y - 1, so
+    output row y - 1 is centred on input row 2y - 1 as TF's (0, 1) padding wants. Returns False (plan kept)
+    when the conditions do not hold: a depthwise conv (the KPU does not pool after one), other kernels, odd
+    sizes, or a padded map over the KPU's rows.
+    """
+    h, w = in_hw
+    r0, c0, sy, sx, out_h, out_w = plan.select
+    if (plan.depthwise or plan.k != 3 or (r0, c0, sy, sx) != (1, 1, 2, 2) or (h, w) != (2 * out_h, 2 * out_w)
+            or any(plan.prepad) or h + 2 > KPU_MAX_H):
+        return False
+    plan.prepad = (1, 1, 0, 0)
+    plan.pool = 6
+    plan.select = (1, 0, 1, 1, out_h, out_w)
+    return True
+
+
 def _plan_padded(plan, where, k, pads):
     """A 1x1 map: 1x1 conv (or a 3x3 'same' conv, whose centre tap is all that sees data) on a padded 4x4 map."""
     if k == 3:

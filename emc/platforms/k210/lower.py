@@ -11,7 +11,7 @@ import numpy as np
 from ...errors import QuantizationError
 from ...graph import preact_name
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
-from .convplan import KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, sole_consumer
+from .convplan import KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6, sole_consumer
 from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer, V4Layer
 from .quantize import KpuConvParams, Quant
 
@@ -252,6 +252,8 @@ class Lowering:
             plan = plan_conv(graph, node, view, inherited=node.name in inherited)
             if plan.v3_problem and self.version == 3:
                 plan.problems.append(plan.v3_problem)
+            elif plan.v3_problem:                   # else the full-size map is streamed out and sliced
+                shift_by_pool6(plan, graph[node.inputs[0]].shape[:2])
             if plan.defer:
                 reader = sole_consumer(graph, node.name)
                 rview = conv_view(graph, reader) if reader is not None else None

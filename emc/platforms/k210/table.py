@@ -180,15 +180,21 @@ def kpu_conv(ctx, node, plan):
 
 
 def prepadded(ctx, node, src, pads, in_q):
-    """Zero padding on the CPU (a 1x1 QUANTIZED_MAX_POOL2D gives code 0 outside the map), then an upload."""
-    if src.affine is not None or in_q.zero_point != 0:
-        ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
-                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu) or use padding='same'")
-        return None, None
+    """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
+    quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0."""
     c, h, w = src.chw
     top, bottom, left, right = pads
     out_hw = (h + top + bottom, w + left + right)
-    u8 = ctx.max_pool(node.name + ":pad", ctx.need(src, U8), src.chw, out_hw, (1, 1), (1, 1), (top, left), in_q)
+    if ctx.version == 4:
+        u8 = ctx.buffer(node.name + ":pad", MAIN, U8, (c,) + out_hw, in_q)
+        ctx.emit_v4("pad", node.name, [ctx.need(src, U8)], [u8], in_shape=(1, c, h, w), pad_value=in_q.zero_point,
+                    paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
+    elif src.affine is not None or in_q.zero_point != 0:
+        ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
+                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu) or use padding='same'")
+        return None, None
+    else:
+        u8 = ctx.max_pool(node.name + ":pad", ctx.need(src, U8), src.chw, out_hw, (1, 1), (1, 1), (top, left), in_q)
     return ctx.upload(node.name + ":pad", u8, (c,) + out_hw, in_q), (c,) + out_hw
 
 

@@ -72,6 +72,16 @@ def refused_by_v3_converted_by_v4(build, v3_message):
     return convert(model, dataset=data, version=4), data
 
 
+def test_check_without_data_knows_the_version():
+    keras = pytest.importorskip("keras")
+    from emc.frontends import load_model
+    from emc.passes import optimize
+    from emc.platforms import k210
+    graph = optimize(load_model(five_by_five(keras)))
+    assert any("'five'" in p and "5x5" in p for p in k210.check(graph))
+    assert k210.check(graph, version=4) == []
+
+
 def test_a_5x5_convolution_runs_on_the_cpu_in_v4_and_is_refused_by_v3():
     art, data = refused_by_v3_converted_by_v4(five_by_five, "'five'.*5x5")
     nodes = [node.name for node in art.model.nodes]

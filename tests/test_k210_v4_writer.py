@@ -106,7 +106,7 @@ def test_tf_same_stride_2_runs_on_the_kpu_in_v4():
     """Even sizes. The 3x3 conv as nncase v0.2 does it: a zero row above and below, pool 6 (right-top), the first
     row dropped. The depthwise one (no KPU pooling after a depthwise conv): a stride-1 conv and a strided_slice
     keeping rows and columns 1, 3, 5 ..."""
-    art, data = refused_by_v3_converted_by_v4(tf_same_strided, "'stem'.*ZeroPadding2D.*or kmodel v4")
+    art, data = refused_by_v3_converted_by_v4(tf_same_strided, "'dw_s2'.*ZeroPadding2D.*or kmodel v4")
     nodes = art.model.nodes
     assert "conv2d" not in [n.name for n in nodes]
     pads = [[(p.before, p.after) for p in n.body.paddings] for n in nodes if n.name == "pad"]
@@ -120,16 +120,20 @@ def test_tf_same_stride_2_runs_on_the_kpu_in_v4():
     assert cosine(reference[0], simulated[0]) >= 0.99
 
 
-def test_tf_same_stem_through_pool6_equals_the_float_conv():
-    """Layer level: the KPU's pool-6 form of a TF-'same' stride-2 conv against the float conv (no later layers)."""
+@pytest.mark.parametrize("version", [3, 4])
+def test_tf_same_stem_through_pool6_equals_the_float_conv(version):
+    """Layer level: the KPU's pool-6 form of a TF-'same' stride-2 conv against the float conv (no later layers);
+    kmodel v3 pads with QUANTIZED_MAX_POOL2D's code 0 (the input's zero point is 0 here) and crops by CONCAT."""
     keras = pytest.importorskip("keras")
     from emc.convert import convert
     keras.utils.set_random_seed(8)
     x = keras.Input((16, 16, 3))
     model = keras.Model(x, keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(x))
     data = np.random.default_rng(1).uniform(0, 1, (8, 16, 16, 3)).astype(np.float32)
-    art = convert(model, dataset=data, version=4)
-    assert [n.arg.pool_type for n in art.model.nodes if n.name == "kpu_conv2d"] == [0, 6]
+    art = convert(model, dataset=data, version=version)
+    pools = [layer.arg.pool_type for layer in (art.model.nodes if version == 4 else art.model.layers)
+             if layer.name in ("kpu_conv2d", "K210_CONV")]
+    assert pools == [0, 6]                                      # the input copied to main memory, the stem
     reference, simulated = art.graph.run(data)[0], art.simulate(data)[0]
     step = (reference.max() - reference.min()) / 255
     assert np.abs(reference - simulated).max() <= 2 * step     # within two output codes everywhere

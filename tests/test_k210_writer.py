@@ -258,7 +258,8 @@ def problem_graph():
     a = g.add(Conv2D(RNG.normal(size=(5, 5, 4, 4)), None, pads=(2, 2, 2, 2)), x, name="five")
     b = g.add(Conv2D(RNG.normal(size=(3, 3, 4, 4)), None, dilation=2, pads=(2, 2, 2, 2)), a, name="dilated")
     c = g.add(DepthwiseConv2D(RNG.normal(size=(3, 3, 4, 2)), None, pads=(1, 1, 1, 1)), b, name="mult2")
-    d = g.add(Conv2D(RNG.normal(size=(3, 3, 8, 8)), None, strides=2, pads=(0, 1, 0, 1)), c, name="tf_same_s2")
+    d = g.add(DepthwiseConv2D(RNG.normal(size=(3, 3, 8, 8))[..., :1], None, strides=2, pads=(0, 1, 0, 1)), c,
+              name="tf_same_s2")                                  # a 3x3 conv would run (pool 6), a depthwise not
     e = g.add(Conv2D(RNG.normal(size=(1, 1, 8, 1100)), None), d, name="wide")
     f = g.add(Elementwise("mul"), [e, e], name="product")
     g.set_outputs([f])

@@ -250,10 +250,9 @@ class Lowering:
             if view is None:
                 continue
             plan = plan_conv(graph, node, view, inherited=node.name in inherited)
-            if plan.v3_problem and self.version == 3:
-                plan.problems.append(plan.v3_problem)
-            elif plan.v3_problem:                   # else the full-size map is streamed out and sliced
-                shift_by_pool6(plan, graph[node.inputs[0]].shape[:2])
+            if plan.v3_problem and not shift_by_pool6(plan, graph[node.inputs[0]].shape[:2]):
+                if self.version == 3:
+                    plan.problems.append(plan.v3_problem)    # v4: the full-size map is streamed out and sliced
             if plan.defer:
                 reader = sole_consumer(graph, node.name)
                 rview = conv_view(graph, reader) if reader is not None else None

@@ -189,13 +189,20 @@ def prepadded(ctx, node, src, pads, in_q):
         u8 = ctx.buffer(node.name + ":pad", MAIN, U8, (c,) + out_hw, in_q)
         ctx.emit_v4("pad", node.name, [ctx.need(src, U8)], [u8], in_shape=(1, c, h, w), pad_value=in_q.zero_point,
                     paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
-    elif src.affine is not None or in_q.zero_point != 0:
+    elif in_q.zero_point != 0:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
-                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu) or use padding='same'")
+                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu) or use padding='same'"
+                    + ("" if plan_pool(ctx, node) != 6 else " (here: TF-'same' stride 2 = one zero row above and "
+                       "below; or use ZeroPadding2D(1) + padding='valid', or kmodel v4)"))
         return None, None
     else:
         u8 = ctx.max_pool(node.name + ":pad", ctx.need(src, U8), src.chw, out_hw, (1, 1), (1, 1), (top, left), in_q)
     return ctx.upload(node.name + ":pad", u8, (c,) + out_hw, in_q), (c,) + out_hw
+
+
+def plan_pool(ctx, node):
+    plan = ctx.plans.get(node.name)
+    return plan.pool if plan is not None else None
 
 
 def fold_input_transform(ctx, node, kernel, bias, plan, affine):

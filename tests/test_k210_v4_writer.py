@@ -170,6 +170,24 @@ def test_a_vector_reshaped_to_a_map_in_v4():
     assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
 
 
+def signed_padding(keras):
+    keras.utils.set_random_seed(9)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = k.Conv2D(4, 1, name="signed")(x)                             # linear: a zero point inside its range
+    y = k.MaxPooling2D(2)(k.ZeroPadding2D(2, name="zero_pad")(y))    # a pad the next conv cannot absorb
+    y = k.Conv2D(4, 3, padding="valid", name="valid")(k.ZeroPadding2D(2)(y))   # folded: 1 on the KPU, 1 on the CPU
+    return keras.Model(x, k.Dense(3)(k.GlobalAveragePooling2D()(y)))
+
+
+def test_zero_padding_of_a_signed_tensor_in_v4():
+    """v3's CPU padding gives code 0, which is real 0 only after a ReLU; v4's pad writes the zero point."""
+    art, data = refused_by_v3_converted_by_v4(signed_padding, "'zero_pad'.*code 0")
+    codes = [int(n.body.pad_value.storage[0]) for n in art.model.nodes if n.name == "pad"]
+    assert len(codes) == 2 and all(code > 0 for code in codes)      # zero points, not code 0
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
+
+
 def test_two_output_head_gives_both_outputs():
     art, data = convert_v4("detector_two_heads")
     assert len(art.model.outputs) == 2

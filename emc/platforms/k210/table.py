@@ -622,15 +622,28 @@ def upsample(ctx, node):
 
 @lowers("pad2d")
 def pad(ctx, node):
-    """Padding on the CPU as a 1x1 QUANTIZED_MAX_POOL2D: out-of-map samples give code 0."""
+    """Padding on the CPU: kmodel v4's pad fills with the value's code; v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose
+    out-of-map samples are code 0."""
     src = ctx.values[node.inputs[0]]
     u8 = ctx.need(src, U8)
     q = src.quant
+    top, bottom, left, right = node.op.pads
+    if ctx.version == 4:
+        code = int(np.clip(np.round(node.op.value / q.scale) + q.zero_point, 0, 255))
+        if abs((code - q.zero_point) * q.scale - node.op.value) > q.scale / 2:
+            ctx.problem(node, f"padding with {node.op.value:g} is outside this tensor's range [{q.lo:g}, {q.hi:g}]; "
+                              f"calibrate with data that reaches it")
+            return
+        c, h, w = src.chw
+        out = ctx.buffer(node.name, MAIN, U8, (c,) + tuple(node.shape[:2]), q)
+        ctx.emit_v4("pad", node.name, [u8], [out], in_shape=(1, c, h, w), pad_value=code,
+                    paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
+        ctx.set_value(node.name, node.shape, U8, out, q)
+        return
     if abs((0 - q.zero_point) * q.scale - node.op.value) > q.scale / 2:
         ctx.problem(node, f"padding with {node.op.value:g} on the CPU gives code 0 = {q.lo:g} for this tensor; "
-                          f"fold the padding into the next conv (ZeroPadding2D(1) + 3x3 'valid') instead")
+                          f"fold the padding into the next conv (ZeroPadding2D(1) + 3x3 'valid') or use kmodel v4")
         return
-    top, _, left, _ = node.op.pads
     out = ctx.max_pool(node.name, u8, src.chw, node.shape[:2], (1, 1), (1, 1), (top, left), q)
     ctx.set_value(node.name, node.shape, U8, out, q)
 

@@ -102,22 +102,52 @@ def tf_same_strided(keras):
     return keras.Model(x, k.Dense(5)(k.GlobalAveragePooling2D()(y)))
 
 
-def test_tf_same_stride_2_runs_on_the_kpu_in_v4():
+@pytest.mark.parametrize("version", [3, 4])
+def test_tf_same_stride_2_runs_on_the_kpu(version):
     """Even sizes. The 3x3 conv as nncase v0.2 does it: a zero row above and below, pool 6 (right-top), the first
-    row dropped. The depthwise one (no KPU pooling after a depthwise conv): a stride-1 conv and a strided_slice
-    keeping rows and columns 1, 3, 5 ..."""
-    art, data = refused_by_v3_converted_by_v4(tf_same_strided, "'dw_s2'.*ZeroPadding2D.*or kmodel v4")
-    nodes = art.model.nodes
-    assert "conv2d" not in [n.name for n in nodes]
-    pads = [[(p.before, p.after) for p in n.body.paddings] for n in nodes if n.name == "pad"]
-    assert [(0, 0), (0, 0), (1, 1), (0, 0)] in pads
-    # the input copied to main memory (identity conv) for the pad, the stem with pool 6, depthwise, 1x1
-    assert [n.arg.pool_type for n in nodes if n.name == "kpu_conv2d"] == [0, 6, 0, 0]
-    slices = [(n.shape("in_shape"), tuple(n.body.begin), tuple(n.body.strides)) for n in nodes
-              if n.name == "strided_slice"]
-    assert slices == [((1, 8, 9, 8), (0, 0, 1, 0), (1, 1, 1, 1)), ((1, 8, 8, 8), (0, 0, 1, 1), (1, 1, 2, 2))]
-    reference, simulated = art.graph.run(data), art.simulate(data)
-    assert cosine(reference[0], simulated[0]) >= 0.99
+    row dropped. The depthwise one (no KPU pooling after a depthwise conv) at stride 1, then rows and columns
+    1, 3, 5 ... picked on the CPU: v4's strided_slice; v3 reads the map from (1, 1) on (QUANTIZED_CONCAT) and
+    keeps every other row and column (a 1x1 QUANTIZED_MAX_POOL2D of stride 2)."""
+    keras = pytest.importorskip("keras")
+    from emc.convert import convert
+    model = tf_same_strided(keras)
+    data = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
+    art = convert(model, dataset=data, version=version)
+    if version == 4:
+        nodes = art.model.nodes
+        assert "conv2d" not in [n.name for n in nodes]
+        pads = [[(p.before, p.after) for p in n.body.paddings] for n in nodes if n.name == "pad"]
+        assert [(0, 0), (0, 0), (1, 1), (0, 0)] in pads
+        # the input copied to main memory (identity conv) for the pad, the stem with pool 6, depthwise, 1x1
+        assert [n.arg.pool_type for n in nodes if n.name == "kpu_conv2d"] == [0, 6, 0, 0]
+        slices = [(n.shape("in_shape"), tuple(n.body.begin), tuple(n.body.strides)) for n in nodes
+                  if n.name == "strided_slice"]
+        assert slices == [((1, 8, 9, 8), (0, 0, 1, 0), (1, 1, 1, 1)), ((1, 8, 8, 8), (0, 0, 1, 1), (1, 1, 2, 2))]
+    else:
+        layers = art.model.layers
+        assert [layer.arg.pool_type for layer in layers if layer.name == "K210_CONV"] == [0, 6, 0, 0]
+        names = [layer.name for layer in layers]
+        shift = names.index("QUANTIZED_CONCAT", names.index("QUANTIZED_CONCAT") + 1)     # the second concat
+        assert names[shift + 1] == "QUANTIZED_MAX_POOL2D"
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
+
+
+def test_tf_same_stride_2_after_a_signed_tensor_in_v3():
+    """v3 pads with code 0 only: a TF-'same' stride-2 conv whose input has another zero point runs at stride 1
+    and has its rows and columns picked on the CPU instead of going through pool 6."""
+    keras = pytest.importorskip("keras")
+    from emc.convert import convert
+    keras.utils.set_random_seed(3)
+    k = keras.layers
+    x = keras.Input((16, 16, 3))
+    y = k.Conv2D(8, 3, strides=2, padding="same", name="s2")(k.Conv2D(4, 1, name="signed")(x))
+    model = keras.Model(x, k.Dense(3)(k.GlobalAveragePooling2D()(y)))
+    data = np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32)
+    art = convert(model, dataset=data, version=3)
+    layers = art.model.layers
+    assert [layer.arg.pool_type for layer in layers if layer.name == "K210_CONV"] == [0, 0]
+    assert [layer.name for layer in layers][2:4] == ["QUANTIZED_CONCAT", "QUANTIZED_MAX_POOL2D"]
+    assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
 
 
 @pytest.mark.parametrize("version", [3, 4])

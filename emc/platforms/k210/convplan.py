@@ -40,7 +40,7 @@ class ConvPlan:
         self.padded = False           # 1x1 map: K210_ADD_PADDING, conv on 4x4, K210_REMOVE_PADDING
         self.prepad = (0, 0, 0, 0)    # zero padding done on the CPU before the KPU conv
         self.problems = []
-        self.v3_problem = None        # a selection only kmodel v4 can make (strided_slice with an offset)
+        self.unshifted = None         # the plan's select before shift_by_pool6 (kept for a v3 fallback)
 
 
 def conv_view(graph, node, dense_on_kpu=None):
@@ -124,11 +124,7 @@ def plan_conv(graph, node, view, inherited=False):
         else:
             plan.pool = 5
         return plan
-    plan.select = (r0, c0, sy, sx, out_h, out_w)
-    if (sy, sx) != (1, 1) and (r0, c0) != (0, 0):
-        plan.v3_problem = (f"{where} {kh}x{kw} stride {sy}x{sx}): TF 'same' padding of a stride-2 conv on an "
-                           f"even size pads (0, 1); the KPU's stride 2 keeps rows 0, 2, 4, ... and kmodel v3 "
-                           f"cannot shift it; use ZeroPadding2D(1) + padding='valid', or kmodel v4")
+    plan.select = (r0, c0, sy, sx, out_h, out_w)      # TF 'same' stride 2 on an even size: (1, 1, 2, 2)
     return plan
 
 
@@ -139,17 +135,25 @@ def shift_by_pool6(plan, in_hw):
     1, 3, 5 ... of its output), and the first row dropped: row 2y of the padded map is input row 2y - 1, so
     output row y - 1 is centred on input row 2y - 1 as TF's (0, 1) padding wants. Returns False (plan kept)
     when the conditions do not hold: a depthwise conv (the KPU does not pool after one), other kernels, odd
-    sizes, or a padded map over the KPU's rows.
+    sizes, or a padded map over the KPU's rows; the plan then keeps its CPU selection of the full-size map.
     """
+    if plan.select is None or plan.problems:
+        return False
     h, w = in_hw
     r0, c0, sy, sx, out_h, out_w = plan.select
     if (plan.depthwise or plan.k != 3 or (r0, c0, sy, sx) != (1, 1, 2, 2) or (h, w) != (2 * out_h, 2 * out_w)
             or any(plan.prepad) or h + 2 > KPU_MAX_H):
         return False
+    plan.unshifted = plan.select
     plan.prepad = (1, 1, 0, 0)
     plan.pool = 6
     plan.select = (1, 0, 1, 1, out_h, out_w)
     return True
+
+
+def unshift(plan):
+    """Undo shift_by_pool6: the stride-1 conv on the unpadded map, rows and columns picked on the CPU."""
+    plan.prepad, plan.pool, plan.select, plan.unshifted = (0, 0, 0, 0), 0, plan.unshifted, None
 
 
 def _plan_padded(plan, where, k, pads):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ...layers import LINEAR, Act
 from .actfit import activation_fn
+from .convplan import unshift
 from .ir import F32, KPU, MAIN, U8
 from .kpu import POOL_FACTOR
 from .lower import Value
@@ -130,6 +131,8 @@ def kpu_conv(ctx, node, plan):
         if src.quant is None:
             src.quant = ctx.quant_of(src.name)
         in_q = src.quant
+    if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0:
+        unshift(plan)              # v3's CPU padding writes code 0 only: select from the full-size map instead
     c_in = kernel.shape[2]
     if plan.padded:
         x = ctx.buffer(node.name + ":pad4", KPU, U8, (c_in, 4, 4), in_q)
@@ -191,18 +194,12 @@ def prepadded(ctx, node, src, pads, in_q):
                     paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
     elif in_q.zero_point != 0:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
-                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu) or use padding='same'"
-                    + ("" if plan_pool(ctx, node) != 6 else " (here: TF-'same' stride 2 = one zero row above and "
-                       "below; or use ZeroPadding2D(1) + padding='valid', or kmodel v4)"))
+                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu), use padding='same' "
+                          f"or kmodel v4")
         return None, None
     else:
         u8 = ctx.max_pool(node.name + ":pad", ctx.need(src, U8), src.chw, out_hw, (1, 1), (1, 1), (top, left), in_q)
     return ctx.upload(node.name + ":pad", u8, (c,) + out_hw, in_q), (c,) + out_hw
-
-
-def plan_pool(ctx, node):
-    plan = ctx.plans.get(node.name)
-    return plan.pool if plan is not None else None
 
 
 def fold_input_transform(ctx, node, kernel, bias, plan, affine):

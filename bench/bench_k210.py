@@ -1,5 +1,5 @@
 """K210 writer benchmark: MobileNet v1 (alpha 1.0, 224x224, 1000 classes) converted with 64 calibration images to
-kmodel v3 and v4 (and keras.applications' TF-'same' MobileNet to v4): conversion time and peak memory, simulator
+kmodel v3 and v4, and keras.applications' TF-'same' MobileNet too: conversion time and peak memory, simulator
 time per image; and the Maix-EMC cifar comparison (emc's v3 and v4 against Maix-EMC's board kmodel).
 
 Targets: conversion < 60 s and < 3 GB, simulation < 3 s per image. Run: python bench/bench_k210.py
@@ -59,7 +59,7 @@ def calibration_images(size=224, count=64):
 
 
 def keras_applications_mobilenet(probe, alpha=1.0, seed=0):
-    """keras.applications.MobileNet at 224 (TF-'same' stride 2, which only kmodel v4 takes), seeded weights."""
+    """keras.applications.MobileNet at 224 (TF-'same' stride 2: pool 6 and CPU selections), seeded weights."""
     import keras
     keras.utils.set_random_seed(seed)
     return randomise_batchnorm(keras.applications.MobileNet(alpha=alpha, weights=None), seed, probe)
@@ -126,6 +126,7 @@ if __name__ == "__main__":
     mobilenet = mobilenet_v1(images[:8])
     bench_conversion(mobilenet, images, 3, "MobileNet v1 1.0 224 (ZeroPadding2D form)", show_report=True)
     bench_conversion(mobilenet, images, 4, "MobileNet v1 1.0 224 (ZeroPadding2D form)")
-    bench_conversion(keras_applications_mobilenet(images[:8]), images, 4,
-                     "keras.applications.MobileNet 1.0 224 (TF-same)")
+    keras_mobilenet = keras_applications_mobilenet(images[:8])
+    for version in (3, 4):
+        bench_conversion(keras_mobilenet, images, version, "keras.applications.MobileNet 1.0 224 (TF-same)")
     bench_cifar()

@@ -129,13 +129,14 @@ def plan_conv(graph, node, view, inherited=False):
 
 
 def shift_by_pool6(plan, in_hw):
-    """kmodel v4: a TF-'same' stride-2 3x3 conv on an even map on the KPU as nncase v0.2 runs it (spec 1.5.6).
+    """A TF-'same' stride-2 3x3 conv on an even map on the KPU as nncase v0.2 runs it (spec 1.5.6).
 
     One zero row above and below on the CPU, the stride-1 KPU conv with pool 6 (rows 0, 2, 4 ..., columns
     1, 3, 5 ... of its output), and the first row dropped: row 2y of the padded map is input row 2y - 1, so
     output row y - 1 is centred on input row 2y - 1 as TF's (0, 1) padding wants. Returns False (plan kept)
     when the conditions do not hold: a depthwise conv (the KPU does not pool after one), other kernels, odd
-    sizes, or a padded map over the KPU's rows; the plan then keeps its CPU selection of the full-size map.
+    sizes, or a padded map over the KPU's rows; the plan then keeps its CPU selection of the full-size map
+    (also what kmodel v3 falls back to when the input's zero point is not 0, see unshift).
     """
     if plan.select is None or plan.problems:
         return False

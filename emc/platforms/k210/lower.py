@@ -420,6 +420,19 @@ class Lowering:
                   kernel=kernel, strides=strides, pads=pads)
         return out
 
+    def pad_map(self, name, u8, in_chw, pads, code, quant):
+        """A uint8 CHW map padded (top, bottom, left, right) on the CPU with `code`: kmodel v4's pad; in v3 a 1x1
+        QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0 (the caller checks that code 0 is wanted)."""
+        c, h, w = in_chw
+        top, bottom, left, right = pads
+        out_hw = (h + top + bottom, w + left + right)
+        if self.version == 3:
+            return self.max_pool(name, u8, in_chw, out_hw, (1, 1), (1, 1), (top, left), quant)
+        out = self.buffer(name, MAIN, U8, (c,) + out_hw, quant)
+        self.emit_v4("pad", name, [u8], [out], in_shape=(1, c, h, w), pad_value=code,
+                     paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
+        return out
+
     def select(self, name, u8, in_chw, selection, quant):
         """Rows r0, r0+sy, ... and columns c0, c0+sx, ... of a uint8 CHW map, on the CPU."""
         r0, c0, sy, sx, oh, ow = selection

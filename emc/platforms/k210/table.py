@@ -185,21 +185,13 @@ def kpu_conv(ctx, node, plan):
 def prepadded(ctx, node, src, pads, in_q):
     """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
     quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0."""
-    c, h, w = src.chw
-    top, bottom, left, right = pads
-    out_hw = (h + top + bottom, w + left + right)
-    if ctx.version == 4:
-        u8 = ctx.buffer(node.name + ":pad", MAIN, U8, (c,) + out_hw, in_q)
-        ctx.emit_v4("pad", node.name, [ctx.need(src, U8)], [u8], in_shape=(1, c, h, w), pad_value=in_q.zero_point,
-                    paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
-    elif in_q.zero_point != 0:
+    if ctx.version == 3 and in_q.zero_point != 0:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
                           f"point {in_q.zero_point}; pad a non-negative tensor (after a relu), use padding='same' "
                           f"or kmodel v4")
         return None, None
-    else:
-        u8 = ctx.max_pool(node.name + ":pad", ctx.need(src, U8), src.chw, out_hw, (1, 1), (1, 1), (top, left), in_q)
-    return ctx.upload(node.name + ":pad", u8, (c,) + out_hw, in_q), (c,) + out_hw
+    u8 = ctx.pad_map(node.name + ":pad", ctx.need(src, U8), src.chw, pads, in_q.zero_point, in_q)
+    return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
 
 
 def fold_input_transform(ctx, node, kernel, bias, plan, affine):
@@ -624,24 +616,17 @@ def pad(ctx, node):
     src = ctx.values[node.inputs[0]]
     u8 = ctx.need(src, U8)
     q = src.quant
-    top, bottom, left, right = node.op.pads
-    if ctx.version == 4:
-        code = int(np.clip(np.round(node.op.value / q.scale) + q.zero_point, 0, 255))
-        if abs((code - q.zero_point) * q.scale - node.op.value) > q.scale / 2:
+    code = int(np.clip(np.round(node.op.value / q.scale) + q.zero_point, 0, 255)) if ctx.version == 4 else 0
+    if abs((code - q.zero_point) * q.scale - node.op.value) > q.scale / 2:
+        if ctx.version == 4:
             ctx.problem(node, f"padding with {node.op.value:g} is outside this tensor's range [{q.lo:g}, {q.hi:g}]; "
                               f"calibrate with data that reaches it")
-            return
-        c, h, w = src.chw
-        out = ctx.buffer(node.name, MAIN, U8, (c,) + tuple(node.shape[:2]), q)
-        ctx.emit_v4("pad", node.name, [u8], [out], in_shape=(1, c, h, w), pad_value=code,
-                    paddings=((0, 0), (0, 0), (top, bottom), (left, right)))
-        ctx.set_value(node.name, node.shape, U8, out, q)
+        else:
+            ctx.problem(node, f"padding with {node.op.value:g} on the CPU gives code 0 = {q.lo:g} for this tensor; "
+                              f"fold the padding into the next conv (ZeroPadding2D(1) + 3x3 'valid') or use kmodel "
+                              f"v4")
         return
-    if abs((0 - q.zero_point) * q.scale - node.op.value) > q.scale / 2:
-        ctx.problem(node, f"padding with {node.op.value:g} on the CPU gives code 0 = {q.lo:g} for this tensor; "
-                          f"fold the padding into the next conv (ZeroPadding2D(1) + 3x3 'valid') or use kmodel v4")
-        return
-    out = ctx.max_pool(node.name, u8, src.chw, node.shape[:2], (1, 1), (1, 1), (top, left), q)
+    out = ctx.pad_map(node.name, u8, src.chw, node.op.pads, code, q)
     ctx.set_value(node.name, node.shape, U8, out, q)
 
 

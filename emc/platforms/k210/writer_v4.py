@@ -150,21 +150,25 @@ def _max_pool(layer):
     zp_scale = (q.zero_point, 1.0 / q.scale)
     x = _scratch(layer, "f32", F32, (c, h, w))
     y = _scratch(layer, "max", F32, (c, oh, ow))
-    bottom, right = max(0, (oh - 1) * sh + kh - h - top), max(0, (ow - 1) * sw + kw - w - left)
     return [_like(layer, "dequantize", [src], [x], quant=zp_scale),
-            _like(layer, "reduce_window2d", [x], [y], reduce_op=2, in_shape=(1, c, h, w), kernel=(kh, kw),
-                  strides=(sh, sw), pads=((top, bottom), (left, right)), init_value=-FLOAT_MAX, clamp=NO_CLAMP),
+            _reduce_window(layer, [x], [y], 2, -FLOAT_MAX),
             _like(layer, "quantize", [y], [out], quant=zp_scale)]
 
 
 @rewrites("AVERAGE_POOL2D")
 def _average_pool(layer):
+    return [_reduce_window(layer, layer.inputs, layer.outputs, 0, 0.0)]
+
+
+def _reduce_window(layer, inputs, outputs, reduce_op, init_value):
+    """reduce_window2d for a v3 pool layer's window: v3 gives the top/left padding, v4 wants bottom/right too."""
     p = layer.params
     (c, h, w), (_, oh, ow) = p["in_chw"], p["out_chw"]
     (kh, kw), (sh, sw), (top, left) = p["kernel"], p["strides"], p["pads"]
     bottom, right = max(0, (oh - 1) * sh + kh - h - top), max(0, (ow - 1) * sw + kw - w - left)
-    return [_like(layer, "reduce_window2d", reduce_op=0, in_shape=(1, c, h, w), kernel=(kh, kw), strides=(sh, sw),
-                  pads=((top, bottom), (left, right)), init_value=0.0, clamp=NO_CLAMP)]
+    return _like(layer, "reduce_window2d", inputs, outputs, reduce_op=reduce_op, in_shape=(1, c, h, w),
+                 kernel=(kh, kw), strides=(sh, sw), pads=((top, bottom), (left, right)), init_value=init_value,
+                 clamp=NO_CLAMP)
 
 
 @rewrites("GLOBAL_AVERAGE_POOL2D")

@@ -88,12 +88,6 @@ def to_uint8_saturating(v):
     return np.clip(v, 0, 255).astype(np.uint8)
 
 
-def exact_f32(fn, x):
-    """A transcendental function of float32 values rounded from float64 (what a correctly rounded libm gives)."""
-    with np.errstate(all="ignore"):
-        return fn(np.asarray(x, np.float64)).astype(F32)
-
-
 def taps(m, size, out, filt, stride, dilation, before):
     """[(k, clipped index per output, valid mask)] for every filter tap that reaches the input somewhere."""
     if out <= 0 or size <= 0 or filt <= 0:

@@ -2,8 +2,9 @@
 programs, reduce, reduce_window2d and softmax."""
 import numpy as np
 
-from .ops_common import (F32, c_div, c_max, c_min, clamp, exact_f32, executes, gather, mul_and_carry_shift, prod,
-                         window_geometry, wrap32)
+from ..chip.cpu_math import exact_f32
+from .ops_common import (F32, c_div, c_max, c_min, clamp, executes, gather, mul_and_carry_shift, prod, window_geometry,
+                         wrap32)
 
 
 # ---- elementwise -------------------------------------------------------------------------------------------------

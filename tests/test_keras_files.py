@@ -163,3 +163,19 @@ print("graph", len(graph))
 """, tmp_path, blocked=())
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Conv1_pad" in done.stdout and "graph 20" in done.stdout
+
+
+def test_keras2_scope_suffixed_weight_names_in_a_nested_model(tmp_path):
+    """Keras 2 named variables by TensorFlow scope ('dw_1/depthwise_kernel:0' for layer 'dw'): still found."""
+    path = tmp_path / "suffixed.h5"
+    shutil.copy(DATA / "tfkeras2_mini.h5", path)
+    with h5py.File(path, "r+") as f:
+        group = f["model_weights/block_1"]
+        renamed = []
+        for name in [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]:
+            owner, weight = name.split("/")
+            group.move(name, f"{owner}_1/{weight}")
+            renamed.append(f"{owner}_1/{weight}".encode())
+        group.attrs["weight_names"] = np.array(renamed)
+    ref = np.load(DATA / "tfkeras2_mini_outputs.npz")
+    assert_close(read_keras_file(path).run(ref["x"]), [ref["y"]], "suffixed")

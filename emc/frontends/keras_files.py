@@ -39,22 +39,30 @@ def snake_case(name):
 # ---- where a layer's weights are, in each layout ---------------------------------------------------------------
 class LegacyScope:
     """Legacy .h5: a top-level layer's weights are its group's `weight_names`, in order; a layer inside a nested
-    model takes the names of the top-level group whose owner part (`.../<layer>/<weight>`) is its own name."""
+    model takes the names of the top-level group whose owner part (`.../<layer>/<weight>`) is its own name, or,
+    when none is, its name with a TensorFlow scope suffix (`conv_1/kernel:0` for `conv`, as Keras 2 wrote them)."""
 
-    def __init__(self, group, path=()):
-        self.group, self.path = group, path
+    def __init__(self, group, path=(), known=frozenset()):
+        self.group, self.path, self.known = group, path, known
 
     def children(self, entries, sequential):
+        names = [entry_name(e) for e in entries]
         if not self.path:
-            return {name: LegacyScope(self.group.get(name), (name,)) for name in map(entry_name, entries)}
-        return {name: LegacyScope(self.group, self.path + (name,)) for name in map(entry_name, entries)}
+            return {name: LegacyScope(self.group.get(name), (name,)) for name in names}
+        known = self.known | set(names)
+        return {name: LegacyScope(self.group, self.path + (name,), known) for name in names}
 
     def arrays(self):
         if self.group is None:
             return []
         names = [_text(n) for n in self.group.attrs.get("weight_names", [])]
         if len(self.path) > 1:
-            names = [n for n in names if n.split("/")[-2:-1] == [self.path[-1]]]
+            owner = {n: "/".join(n.split("/")[-2:-1]) for n in names}
+            mine = [n for n in names if owner[n] == self.path[-1]]
+            if not mine:
+                suffixed = re.compile(re.escape(self.path[-1]) + r"_\d+")
+                mine = [n for n in names if suffixed.fullmatch(owner[n]) and owner[n] not in self.known]
+            names = mine
         return [np.asarray(self.group[n]) for n in names]
 
 

@@ -51,10 +51,14 @@ def test_reference_files_match_keras(name):
     """A Keras 2.0.5 file and a Keras 3 one from the shared references, against Keras loading the same file."""
     keras = pytest.importorskip("keras")
     path = reference_path("float-models", name)
-    model = keras.saving.load_model(path, compile=False)
+    graph = read_keras_file(path)          # emc reads it whatever Keras is installed
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except Exception as err:               # an older Keras 3 refuses a newer one's initializer configs
+        pytest.skip(f"Keras {keras.__version__} cannot load {name} to compare with: {type(err).__name__}")
     x = np.random.default_rng(0).uniform(0, 1, (3,) + tuple(model.inputs[0].shape[1:])).astype(np.float32)
     ref = np.asarray(model(x, training=False))
-    assert_close(read_keras_file(path).run(x), [ref], name)
+    assert_close(graph.run(x), [ref], name)
 
 
 def test_tf_keras2_layout_matches_tf_keras():

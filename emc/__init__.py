@@ -41,8 +41,8 @@ def run_kmodel(model, x, **kwargs):
 
 
 __all__ = ["EmcError", "UnsupportedLayerError", "ModelLoadError", "GraphError", "DatasetError",
-           "QuantizationError", "PlatformLimitError", "KModelFormatError", "MissingExtraError", "Graph", "load_model", "convert",
-           "save_kmodel", "load_kmodel", "run_kmodel", "__version__"]
+           "QuantizationError", "PlatformLimitError", "KModelFormatError", "MissingExtraError", "Graph", "load_model",
+           "convert", "save_kmodel", "load_kmodel", "run_kmodel", "__version__"]
 
 # ---- evaluation and comparison helpers (the user's journey, issue 6) ----------------------------------------
 # Importing a submodule sets the package attribute of the same name, which would replace the functions

@@ -37,7 +37,7 @@ def package_data():
     return data
 
 
-KERAS = ["tensorflow>=2.16,<3", "keras>=3.0,<4"]
+KERAS = ["tensorflow>=2.16,<3", "keras>=3.3,<4"]
 TENSORLAYER = ["tensorlayer>=2.2.5,<2.3", "tensorflow>=2.16,<3", "opencv-python-headless>=4.5", "matplotlib>=3.5"]
 PLOT = ["matplotlib>=3.5"]
 TEST = ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.2"]
@@ -55,8 +55,8 @@ setup(
     install_requires=[
         "numpy>=1.26,<3",
         "h5py>=3.10,<4",
-        "dissect.cstruct>=4,<5",
-        "Pillow>=9",
+        "dissect.cstruct>=4.4,<5",
+        "Pillow>=9.5",
         "tqdm>=4.60",
     ],
     extras_require={

@@ -97,13 +97,15 @@ def test_unsupported_layers_in_a_file_are_all_listed(tmp_path):
     a = k.Conv2DTranspose(4, 3, padding="same", name="tconv")(inp)
     b = k.LayerNormalization(name="lnorm")(inp)
     c = k.Conv2D(4, 3, padding="same", data_format="channels_last", groups=2, name="grouped")(inp)
-    model = keras.Model(inp, [k.Flatten(name="after")(a), b, c, k.Conv2D(2, 1, name="fine")(inp)])
+    ops_mean = keras.ops.average(inp, axis=-1)         # saved as class 'Average', like the merge layer
+    model = keras.Model(inp, [k.Flatten(name="after")(a), b, c, ops_mean, k.Conv2D(2, 1, name="fine")(inp)])
     for suffix in (".h5", ".keras"):
         model.save(tmp_path / ("bad" + suffix))
         with pytest.raises(emc.UnsupportedLayerError) as info:
             read_keras_file(tmp_path / ("bad" + suffix))
         text = str(info.value)
-        assert "has 3 layer(s)" in text and "groups=2" in text and "SUPPORTED_KERAS_LAYERS" in text
+        assert "has 4 layer(s)" in text and "groups=2" in text and "SUPPORTED_KERAS_LAYERS" in text
+        assert "keras.ops call" in text
         assert "'tconv' (Conv2DTranspose)" in text and "'lnorm' (LayerNormalization)" in text
         assert "'after'" not in text and "'fine'" not in text
 

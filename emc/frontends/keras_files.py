@@ -153,6 +153,18 @@ def _node_shift(config):
     return shift
 
 
+def _ops_call(entry, keras2):
+    """Why an entry is a keras.ops call rather than a layer (Keras 3 saves both alike; ops.average is 'Average',
+    like the merge layer): its module says so in a .keras file; in an .h5 its config lacks a layer's 'trainable'."""
+    module = str(entry.get("module") or "")
+    config = entry.get("config")
+    if module.startswith(("keras.src.ops", "keras.ops")) or (
+            not module and not keras2 and isinstance(config, dict) and "trainable" not in config):
+        return (f"a keras.ops call ({module or 'keras.ops'}.{entry['class_name']}), not a layer; use the "
+                f"keras.layers equivalent")
+    return None
+
+
 class _Builder:
     """Adds the layers of a model config to one graph, listing every layer it cannot convert."""
 
@@ -168,7 +180,7 @@ class _Builder:
 
     def layer(self, entry, inputs, scope):
         cls, name, config = entry["class_name"], entry_name(entry), entry["config"]
-        reason = config_problem(cls, config)
+        reason = _ops_call(entry, self.keras2) or config_problem(cls, config)
         if reason is None and None in inputs:     # fed by a layer that could not be converted
             return None
         try:

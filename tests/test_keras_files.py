@@ -185,3 +185,27 @@ def test_keras2_scope_suffixed_weight_names_in_a_nested_model(tmp_path):
         group.attrs["weight_names"] = np.array(renamed)
     ref = np.load(DATA / "tfkeras2_mini_outputs.npz")
     assert_close(read_keras_file(path).run(ref["x"]), [ref["y"]], "suffixed")
+
+
+def test_keras2_sequential_list_config_without_input_layer(tmp_path):
+    """Keras 2.0-2.2 wrote a Sequential's config as a bare list whose first layer carries batch_input_shape."""
+    original = reference_path("float-models", "tinymaix_mnist_valid.h5")
+
+    def old_style(config):
+        layers = config["config"]["layers"]
+        shape = layers[0]["config"]["batch_shape"]
+        config["config"] = [e for e in layers if e["class_name"] != "InputLayer"]
+        config["config"][0]["config"]["batch_input_shape"] = shape
+    path = _edit_config(original, tmp_path / "old_sequential.h5", old_style)
+    x = np.random.default_rng(2).uniform(0, 1, (2, 28, 28, 1)).astype(np.float32)
+    graph = read_keras_file(path)
+    assert graph.inputs == ["ftr0_input"]
+    np.testing.assert_array_equal(graph.run(x)[0], read_keras_file(original).run(x)[0])
+
+
+def test_dynamic_input_shape_in_a_file_asks_for_a_fixed_one(tmp_path):
+    def dynamic(config):
+        config["config"]["layers"][0]["config"]["batch_input_shape"] = [None, None, None, 3]
+    path = _edit_config(DATA / "tfkeras2_mini.h5", tmp_path / "dynamic.h5", dynamic)
+    with pytest.raises(emc.ModelLoadError, match="fixed input shape"):
+        read_keras_file(path)

@@ -209,7 +209,9 @@ class Comparison:
     def plot(self, path, title=None):
         """Draw per-layer SNR (execution order) into a PNG with matplotlib's Agg backend."""
         import io
-        import matplotlib
+
+        from .extras import require
+        matplotlib = require("matplotlib", "Comparison.plot / emc compare --plot")
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
         rows = sorted(self.layers, key=lambda r: r["index"])

@@ -45,7 +45,7 @@ def test_core_runs_kmodels_and_converts_h5_for_c_without_frameworks(tmp_path):
 import numpy as np
 import emc
 from emc.cli import main
-from emc.platforms.k210.simulator_v3 import input_spec
+from emc.platforms.k210.v3.simulator import input_spec
 for path in {[str(p) for p in kmodels]!r}:
     assert main(["inspect", path]) == 0, path
     model = emc.load_kmodel(path)

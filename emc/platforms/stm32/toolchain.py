@@ -94,10 +94,15 @@ def _c_array(ident, values):
     return f"static const int8_t {ident}[{flat.shape[0]}][{flat.shape[1]}] = {{\n" + ",\n".join(rows) + "\n};"
 
 
-def harness(models):
-    """main.c running each (name, int8 input batch, output size) and printing outputs and SysTick counts."""
+STACK_PROBE = 16384              # bytes below main's stack pointer painted to find a run's deepest stack use
+STACK_PAINT = "0xE3C5A5E3u"
+
+
+def harness(models, profile=False):
+    """main.c running each (name, int8 input batch, output size, kernel calls) and printing outputs, SysTick counts and the
+    stack one run uses; with profile, also the SysTick count at every EMC_MARK of the generated model."""
     lines = ["#include <stdio.h>", "#include <stdint.h>"]
-    lines += [f'#include "{name}.h"' for name, _, _ in models]
+    lines += [f'#include "{m[0]}.h"' for m in models]
     lines += ["extern void initialise_monitor_handles(void);",
               "static volatile uint32_t emc_wraps;",
               "void SysTick_Handler(void) { ++emc_wraps; }",
@@ -105,28 +110,51 @@ def harness(models):
               "#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)",
               "#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)",
               "static uint32_t emc_ticks(void) { uint32_t w = emc_wraps, v = SYST_CVR;"
-              " if (emc_wraps != w) { w = emc_wraps; v = SYST_CVR; } return w * 0x1000000u + (0xFFFFFFu - v); }"]
-    for k, (name, batch, out_size) in enumerate(models):
+              " if (emc_wraps != w) { w = emc_wraps; v = SYST_CVR; } return w * 0x1000000u + (0xFFFFFFu - v); }",
+              "/* paint the stack below sp; after a run, the bytes from the deepest changed word up to sp */",
+              "static uint32_t *emc_stack_low(void) { uint32_t sp; __asm__ volatile(\"mov %0, sp\" : \"=r\"(sp));"
+              f" return (uint32_t *)((sp - {STACK_PROBE}u) & ~3u); }}",
+              "static void __attribute__((noinline)) emc_paint(uint32_t *lo, uint32_t *hi)"
+              f" {{ while (lo < hi) *lo++ = {STACK_PAINT}; }}",
+              "static uint32_t emc_used(uint32_t *lo, uint32_t *hi)"
+              f" {{ while (lo < hi && *lo == {STACK_PAINT}) ++lo; return (uint32_t)((char *)hi - (char *)lo); }}"]
+    if profile:
+        steps = max(m[3] for m in models)
+        lines += [f"static uint32_t emc_marks[{steps + 1}];",
+                  "void emc_profile(int32_t k) { emc_marks[k + 1] = emc_ticks(); }"]
+    for k, (name, batch, out_size, _) in enumerate(models):
         lines.append(_c_array(f"emc_in{k}", batch))
         lines.append(f"static int8_t emc_out{k}[{out_size} + 1];")
-    lines += ["int main(void)", "{", "    int s, i;", "    uint32_t t0, t1;", "    initialise_monitor_handles();",
+    lines += ["int main(void)", "{", "    int s, i;", "    uint32_t t0, t1, *lo, *hi;",
+              "    initialise_monitor_handles();",
               "    SYST_RVR = 0xFFFFFFu; SYST_CVR = 0; SYST_CSR = 7u;   /* CPU clock, interrupt, enable */",
-              "    for (i = 0; i < 100000 && SYST_CVR == 0; ++i) {}     /* wait for the first reload */"]
-    for k, (name, batch, out_size) in enumerate(models):
+              "    for (i = 0; i < 100000 && SYST_CVR == 0; ++i) {}     /* wait for the first reload */",
+              "    lo = emc_stack_low(); hi = lo + " + str(STACK_PROBE // 4 - 64) + ";"]
+    for k, (name, batch, out_size, steps) in enumerate(models):
         lines += [f"    for (s = 0; s < {len(batch)}; ++s) {{",
+                  "        emc_paint(lo, hi);",
                   "        t0 = emc_ticks();",
                   f"        {name}_run(emc_in{k}[s], emc_out{k});",
                   "        t1 = emc_ticks();",
                   f'        printf("R {k} %d ", s);',
                   f"        for (i = 0; i < {out_size}; ++i) printf(\"%02x\", (unsigned)(uint8_t)emc_out{k}[i]);",
                   f'        printf("\\nT {k} %d %lu\\n", s, (unsigned long)(t1 - t0));',
-                  "    }"]
+                  f'        printf("S {k} %d %lu\\n", s, (unsigned long)emc_used(lo, hi));']
+        if profile:
+            lines += [f'        printf("P {k} %d", s);',
+                      f"        for (i = 1; i <= {steps}; ++i) "
+                      "printf(\" %lu\", (unsigned long)(emc_marks[i] - emc_marks[i - 1]));",
+                      '        printf("\\n");']
+        lines.append("    }")
     lines += ['    printf("DONE\\n");', "    return 0;", "}", ""]
     return "\n".join(lines)
 
 
-def build_test_elf(artefacts, inputs, folder, cpu="cortex-m4"):
-    """Cross-compile several models (distinct names) with a semihosting harness into folder/emc_test.elf."""
+def build_test_elf(artefacts, inputs, folder, cpu="cortex-m4", profile=False, defines=(), sources=(), includes=()):
+    """Cross-compile several models (distinct names) with a semihosting harness into folder/emc_test.elf.
+
+    defines: extra -D macros (e.g. EMC_USE_CMSIS_NN); sources / includes: extra C files and include folders
+    (a CMSIS-NN checkout); profile: per-kernel SysTick marks (EMC_PROFILE_HOOK)."""
     _require_cross()
     files = {"startup_mps2.c": template("startup_mps2.c"), "mps2_an386.ld": template("mps2_an386.ld")}
     models = []
@@ -136,14 +164,16 @@ def build_test_elf(artefacts, inputs, folder, cpu="cortex-m4"):
                 raise EmcError(f"two models provide different '{fname}': give each model its own name")
             files[fname] = text
         flat = np.concatenate([np.asarray(b, np.int8).reshape(len(b), -1) for b in batch], axis=1)
-        models.append((art.name, flat, art.plan.output_bytes))
-    files["emc_main.c"] = harness(models)
+        models.append((art.name, flat, art.plan.output_bytes, len(art.program.steps)))
+    files["emc_main.c"] = harness(models, profile)
     write_tree(folder, {k: v for k, v in files.items() if k.endswith((".c", ".h", ".ld"))})
     elf = os.path.join(folder, "emc_test.elf")
     c_files = sorted(f for f in files if f.endswith(".c"))
-    run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), "-I", folder, *c_files, "-T", "mps2_an386.ld",
-         "-nostartfiles", "--specs=rdimon.specs", "-Wl,--gc-sections", "-o", elf, "-lc", "-lrdimon"],
-        cwd=folder, what="arm-none-eabi-gcc")
+    flags = [f"-D{d}" for d in defines] + (["-DEMC_PROFILE_HOOK=emc_profile"] if profile else [])
+    flags += [f"-I{os.path.abspath(d)}" for d in includes]
+    run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), *flags, "-I", folder, *c_files,
+         *[os.path.abspath(f) for f in sources], "-T", "mps2_an386.ld", "-nostartfiles", "--specs=rdimon.specs",
+         "-Wl,--gc-sections", "-o", elf, "-lc", "-lrdimon"], cwd=folder, what="arm-none-eabi-gcc")
     return elf
 
 
@@ -194,3 +224,28 @@ def run_on_qemu(artefacts, inputs, folder=None, timeout=120, icount=False, cpu="
         elf = build_test_elf(artefacts, inputs, work, cpu=cpu)
         text = run_qemu(elf, timeout=timeout, icount=icount)
     return parse_output(text, artefacts)
+
+
+TICK_INSTRUCTIONS = 40           # with -icount shift=0 QEMU runs one instruction per ns; SysTick counts at 25 MHz
+
+
+def measure_on_qemu(artefacts, inputs, timeout=600, cpu="cortex-m4", profile=True, **build):
+    """Run models under QEMU with -icount shift=0; per model a dict: outputs, instructions per sample, stack bytes
+    per sample and, with profile, instructions per kernel call of the first sample (+-40 each).
+
+    build: defines / sources / includes as build_test_elf takes them."""
+    with tempfile.TemporaryDirectory(prefix="emc-qemu-") as work:
+        elf = build_test_elf(artefacts, inputs, work, cpu=cpu, profile=profile, **build)
+        text = run_qemu(elf, timeout=timeout, icount=True)
+        text_size = size_of(elf)[0]
+    outputs, ticks = parse_output(text, artefacts)
+    stack, steps = {}, {}
+    for line in text.splitlines():
+        parts = line.split()
+        if parts[:1] == ["S"] and len(parts) == 4:
+            stack.setdefault(int(parts[1]), []).append(int(parts[3]))
+        elif parts[:1] == ["P"] and int(parts[2]) == 0:
+            steps[int(parts[1])] = [int(v) * TICK_INSTRUCTIONS for v in parts[3:]]
+    return [{"outputs": outputs[k], "instructions": [t * TICK_INSTRUCTIONS for t in ticks.get(k, [])],
+             "stack": stack.get(k, []), "steps": steps.get(k), "elf_text": text_size}
+            for k in range(len(artefacts))]

@@ -1,134 +1,147 @@
-/* emc_nn convolutions: 2-D convolution and depthwise convolution, int8 NHWC, per-channel requantisation. */
+/* emc_nn convolutions: 2-D convolution and depthwise convolution, int8 NHWC, per-channel requantisation.
+ *
+ * Convolution: per output pixel the kernel window is gathered once into the column buffer (padding taps read the
+ * input zero point, which the folded bias cancels) -- or read in place when it is contiguous in the input --
+ * then every output channel is one dot product of length kernel_h * kernel_w * in_c (emc_dot.c).
+ * Depthwise: windows inside the input take a branch-free path; border windows add in_zp * w for padding taps.
+ */
 #include "emc_nn.h"
 
-#ifdef EMC_USE_CMSIS_NN
-#include "arm_nnfunctions.h"
-
-void *emc_cmsis_buf = 0;
-int32_t emc_cmsis_buf_size = 0;
-
-static void emc_cmsis_conv_common(const emc_conv_params *p, cmsis_nn_dims *in_dims, cmsis_nn_dims *out_dims,
-                                  cmsis_nn_per_channel_quant_params *quant)
+static void emc_conv_epilogue(const emc_conv_params *p, emc_epilogue *e)
 {
-    in_dims->n = 1; in_dims->h = p->in_h; in_dims->w = p->in_w; in_dims->c = p->in_c;
-    out_dims->n = 1; out_dims->h = p->out_h; out_dims->w = p->out_w; out_dims->c = p->out_c;
-    quant->multiplier = (int32_t *)p->mult;
-    quant->shift = (int32_t *)p->shift;
+    e->kbias = p->kbias; e->mult = p->mult; e->shift = p->shift;
+    e->out_zp = p->out_zp; e->act_min = p->act_min; e->act_max = p->act_max; e->lut = p->lut;
 }
-#endif
 
-static int8_t emc_finish(int32_t acc, const int32_t *mult, const int32_t *shift, int32_t oc,
-                         int32_t out_zp, int32_t act_min, int32_t act_max, const int8_t *lut)
+/* rows x n bytes from src (rows `step` bytes apart) to dst back to back, four at a time where possible. */
+static void emc_copy_rows(int8_t *dst, const int8_t *src, int32_t rows, int32_t n, int32_t step)
 {
-    int8_t q = emc_requant8(acc, mult[oc], shift[oc], out_zp, act_min, act_max);
-    return lut ? lut[(int32_t)q + 128] : q;
+    for (; rows > 0; --rows, src += step) {
+        const int8_t *s = src;
+        int32_t k = n;
+        for (; k >= 4; k -= 4, s += 4, dst += 4) {
+            uint32_t v;
+            memcpy(&v, s, 4);      /* one unaligned LDR / STR where the core allows it */
+            memcpy(dst, &v, 4);
+        }
+        for (; k > 0; --k) *dst++ = *s++;
+    }
+}
+
+static void emc_fill(int8_t *dst, int32_t value, int32_t n)
+{
+    for (; n > 0; --n) *dst++ = (int8_t)value;
+}
+
+/* A window that overlaps the padding into col, [kh][kw][in_c]; taps outside the input read in_zp. */
+static void emc_gather_border(const emc_conv_params *p, const int8_t *in, int32_t iy0, int32_t ix0, int8_t *col)
+{
+    const int32_t c = p->in_c;
+    int32_t ky, kx;
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        for (kx = 0; kx < p->kernel_w; ++kx, col += c) {
+            const int32_t ix = ix0 + kx * p->dilation_w;
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
+                emc_fill(col, p->in_zp, c);
+            else
+                emc_copy_rows(col, in + (iy * p->in_w + ix) * c, 1, c, 0);
+        }
+    }
 }
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out)
 {
-    int32_t oy, ox, oc, ky, kx, ic;
-    const int32_t kin = p->kernel_h * p->kernel_w * p->in_c;
+    const int32_t c = p->in_c, in_w = p->in_w, kh = p->kernel_h, kw = p->kernel_w;
+    const int32_t kin = kh * kw * c, out_c = p->out_c, out_w = p->out_w;
+    const int32_t span_h = (kh - 1) * p->dilation_h, span_w = (kw - 1) * p->dilation_w;
+    const int32_t row_step = p->dilation_h * in_w * c;    /* input bytes between two kernel rows */
+    const int contiguous = kh == 1 && (kw == 1 || p->dilation_w == 1);
+    const int rows_copy = p->dilation_w == 1 || kw == 1;  /* a kernel row is kw * in_c contiguous bytes */
+    int8_t *col = p->col, *dst = out;
+    int32_t oy, ox;
+    emc_epilogue e;
 #ifdef EMC_USE_CMSIS_NN
-    if (p->dilation_h == 1 && p->dilation_w == 1) {
-        cmsis_nn_context ctx;
-        cmsis_nn_conv_params cp;
-        cmsis_nn_per_channel_quant_params quant;
-        cmsis_nn_dims in_dims, filter_dims, bias_dims, out_dims;
-        memset(&cp, 0, sizeof cp);
-        ctx.buf = emc_cmsis_buf;
-        ctx.size = emc_cmsis_buf_size;
-        cp.input_offset = -p->in_zp;
-        cp.output_offset = p->out_zp;
-        cp.stride.h = p->stride_h; cp.stride.w = p->stride_w;
-        cp.padding.h = p->pad_top; cp.padding.w = p->pad_left;
-        cp.dilation.h = 1; cp.dilation.w = 1;
-        cp.activation.min = p->act_min; cp.activation.max = p->act_max;
-        emc_cmsis_conv_common(p, &in_dims, &out_dims, &quant);
-        filter_dims.n = p->out_c; filter_dims.h = p->kernel_h; filter_dims.w = p->kernel_w; filter_dims.c = p->in_c;
-        bias_dims.n = 1; bias_dims.h = 1; bias_dims.w = 1; bias_dims.c = p->out_c;
-        if (arm_convolve_wrapper_s8(&ctx, &cp, &quant, &in_dims, in, &filter_dims, p->weights, &bias_dims, p->bias,
-                                    &out_dims, out) == ARM_CMSIS_NN_SUCCESS) {
-            if (p->lut) emc_lut_s8(p->out_h * p->out_w * p->out_c, p->lut, out, out);
-            return;
-        }
-    }
+    if (emc_cmsis_conv_s8(p, in, out, 0)) return;
 #endif
+    emc_conv_epilogue(p, &e);
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        for (ox = 0; ox < p->out_w; ++ox) {
+        const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
+        for (ox = 0; ox < out_w; ++ox, dst += out_c) {
             const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            int8_t *dst = out + (oy * p->out_w + ox) * p->out_c;
-            for (oc = 0; oc < p->out_c; ++oc) {
-                const int8_t *w = p->weights + oc * kin;
-                int32_t acc = p->bias[oc];
-                for (ky = 0; ky < p->kernel_h; ++ky) {
-                    const int32_t iy = iy0 + ky * p->dilation_h;
-                    if (iy < 0 || iy >= p->in_h) continue;
-                    for (kx = 0; kx < p->kernel_w; ++kx) {
-                        const int32_t ix = ix0 + kx * p->dilation_w;
-                        const int8_t *src, *wk;
-                        if (ix < 0 || ix >= p->in_w) continue;
-                        src = in + (iy * p->in_w + ix) * p->in_c;
-                        wk = w + (ky * p->kernel_w + kx) * p->in_c;
-                        for (ic = 0; ic < p->in_c; ++ic)
-                            acc += ((int32_t)src[ic] - p->in_zp) * wk[ic];
-                    }
-                }
-                dst[oc] = emc_finish(acc, p->mult, p->shift, oc, p->out_zp, p->act_min, p->act_max, p->lut);
+            const int8_t *x = col;
+            if (rows_inside && ix0 >= 0 && ix0 + span_w < in_w) {      /* the window lies inside the input */
+                const int8_t *src = in + (iy0 * in_w + ix0) * c;
+                if (contiguous)
+                    x = src;
+                else if (rows_copy)
+                    emc_copy_rows(col, src, kh, kw * c, row_step);
+                else
+                    emc_gather_border(p, in, iy0, ix0, col);             /* dilated columns: tap by tap */
+            } else {
+                emc_gather_border(p, in, iy0, ix0, col);
             }
+            emc_dot_channels_s8(x, p->weights, kin, out_c, &e, dst);
         }
     }
 }
 
-void emc_depthwise_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out)
+/* One depthwise output channel of a window inside the input: sum over taps of x * w, no bounds checks. */
+static int32_t emc_dw_inside(const emc_conv_params *p, const int8_t *x, const int8_t *w, int32_t acc)
 {
-    int32_t oy, ox, c, m, ky, kx;
-#ifdef EMC_USE_CMSIS_NN
-    if (p->dilation_h == 1 && p->dilation_w == 1) {
-        cmsis_nn_context ctx;
-        cmsis_nn_dw_conv_params cp;
-        cmsis_nn_per_channel_quant_params quant;
-        cmsis_nn_dims in_dims, filter_dims, bias_dims, out_dims;
-        memset(&cp, 0, sizeof cp);
-        ctx.buf = emc_cmsis_buf;
-        ctx.size = emc_cmsis_buf_size;
-        cp.input_offset = -p->in_zp;
-        cp.output_offset = p->out_zp;
-        cp.ch_mult = p->depth_mult;
-        cp.stride.h = p->stride_h; cp.stride.w = p->stride_w;
-        cp.padding.h = p->pad_top; cp.padding.w = p->pad_left;
-        cp.dilation.h = 1; cp.dilation.w = 1;
-        cp.activation.min = p->act_min; cp.activation.max = p->act_max;
-        emc_cmsis_conv_common(p, &in_dims, &out_dims, &quant);
-        filter_dims.n = 1; filter_dims.h = p->kernel_h; filter_dims.w = p->kernel_w; filter_dims.c = p->out_c;
-        bias_dims.n = 1; bias_dims.h = 1; bias_dims.w = 1; bias_dims.c = p->out_c;
-        if (arm_depthwise_conv_wrapper_s8(&ctx, &cp, &quant, &in_dims, in, &filter_dims, p->weights, &bias_dims,
-                                          p->bias, &out_dims, out) == ARM_CMSIS_NN_SUCCESS) {
-            if (p->lut) emc_lut_s8(p->out_h * p->out_w * p->out_c, p->lut, out, out);
-            return;
+    const int32_t step_x = p->dilation_w * p->in_c, step_y = p->dilation_h * p->in_w * p->in_c;
+    int32_t ky, kx;
+    for (ky = 0; ky < p->kernel_h; ++ky, x += step_y, w += p->kernel_w * p->out_c) {
+        const int8_t *xs = x, *ws = w;
+        for (kx = 0; kx < p->kernel_w; ++kx, xs += step_x, ws += p->out_c)
+            acc += (int32_t)*xs * *ws;
+    }
+    return acc;
+}
+
+/* The same for a window that overlaps the padding: a tap outside adds in_zp * w, cancelling the folded bias. */
+static int32_t emc_dw_border(const emc_conv_params *p, const int8_t *in, int32_t iy0, int32_t ix0, int32_t c,
+                             const int8_t *w, int32_t acc)
+{
+    int32_t ky, kx;
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+        const int32_t iy = iy0 + ky * p->dilation_h;
+        for (kx = 0; kx < p->kernel_w; ++kx) {
+            const int32_t ix = ix0 + kx * p->dilation_w;
+            const int32_t wk = w[(ky * p->kernel_w + kx) * p->out_c];
+            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
+                acc += p->in_zp * wk;
+            else
+                acc += (int32_t)in[(iy * p->in_w + ix) * p->in_c + c] * wk;
         }
     }
+    return acc;
+}
+
+void emc_depthwise_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out)
+{
+    const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, span_w = (p->kernel_w - 1) * p->dilation_w;
+    int32_t oy, ox, c, m;
+    emc_epilogue e;
+#ifdef EMC_USE_CMSIS_NN
+    if (emc_cmsis_conv_s8(p, in, out, 1)) return;
 #endif
+    emc_conv_epilogue(p, &e);
     for (oy = 0; oy < p->out_h; ++oy) {
         const int32_t iy0 = oy * p->stride_h - p->pad_top;
+        const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
         for (ox = 0; ox < p->out_w; ++ox) {
             const int32_t ix0 = ox * p->stride_w - p->pad_left;
+            const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
+            const int8_t *x = inside ? in + (iy0 * p->in_w + ix0) * p->in_c : in;
             int8_t *dst = out + (oy * p->out_w + ox) * p->out_c;
+            int32_t oc = 0;
             for (c = 0; c < p->in_c; ++c) {
-                for (m = 0; m < p->depth_mult; ++m) {
-                    const int32_t oc = c * p->depth_mult + m;
-                    int32_t acc = p->bias[oc];
-                    for (ky = 0; ky < p->kernel_h; ++ky) {
-                        const int32_t iy = iy0 + ky * p->dilation_h;
-                        if (iy < 0 || iy >= p->in_h) continue;
-                        for (kx = 0; kx < p->kernel_w; ++kx) {
-                            const int32_t ix = ix0 + kx * p->dilation_w;
-                            if (ix < 0 || ix >= p->in_w) continue;
-                            acc += ((int32_t)in[(iy * p->in_w + ix) * p->in_c + c] - p->in_zp)
-                                   * p->weights[(ky * p->kernel_w + kx) * p->out_c + oc];
-                        }
-                    }
-                    dst[oc] = emc_finish(acc, p->mult, p->shift, oc, p->out_zp, p->act_min, p->act_max, p->lut);
+                for (m = 0; m < p->depth_mult; ++m, ++oc) {
+                    const int32_t acc = inside ? emc_dw_inside(p, x + c, p->weights + oc, p->kbias[oc])
+                                               : emc_dw_border(p, in, iy0, ix0, c, p->weights + oc, p->kbias[oc]);
+                    dst[oc] = emc_epilogue_s8(&e, acc, oc);
                 }
             }
         }

@@ -20,7 +20,7 @@ static inline int32_t emc_read4(const int8_t *p)
 
 /* Four int8 of a word as two pairs of int16: bytes (0, 2) and (1, 3). */
 #define EMC_EVEN(v) __sxtb16(v)
-#define EMC_ODD(v) __sxtb16(__ror((uint32_t)(v), 8))
+#define EMC_ODD(v) __sxtb16((int32_t)(((uint32_t)(v) >> 8) | ((uint32_t)(v) << 24)))
 #endif
 
 void emc_dot4_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t stride, int32_t *acc)

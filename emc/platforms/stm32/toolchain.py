@@ -63,25 +63,31 @@ def size_of(elf):
     return text, data, bss
 
 
-def measure(files, name, cpu="cortex-m4"):
+def _extra_flags(defines, includes):
+    return [f"-D{d}" for d in defines] + [f"-I{os.path.abspath(d)}" for d in includes]
+
+
+def measure(files, name, cpu="cortex-m4", defines=(), sources=(), includes=()):
     """Flash and RAM of the model as linked into a bare program that only calls <name>_run (--gc-sections).
 
     Returns a dict: text, data, bss, flash (= text + data) and ram (= data + bss, the caller's I/O buffers
-    included); the counts include the few hundred bytes of startup code and memcpy/memset.
+    included); the counts include the few hundred bytes of startup code and memcpy/memset. defines / sources /
+    includes: extra -D macros, C files and include folders (e.g. EMC_USE_CMSIS_NN and a CMSIS-NN checkout).
     """
     _require_cross()
     main = (f'#include "{name}.h"\n'
             f"static int8_t in_buf[{name.upper()}_INPUT_SIZE + 1], out_buf[{name.upper()}_OUTPUT_SIZE + 1];\n"
             f"int main(void) {{ return {name}_run(in_buf, out_buf) + out_buf[0]; }}\n")
     with tempfile.TemporaryDirectory(prefix="emc-size-") as work:
-        sources = dict(files)
-        sources.update({"emc_main.c": main, "startup_mps2.c": template("startup_mps2.c"),
-                        "mps2_an386.ld": template("mps2_an386.ld")})
-        write_tree(work, sources)
+        tree = dict(files)
+        tree.update({"emc_main.c": main, "startup_mps2.c": template("startup_mps2.c"),
+                     "mps2_an386.ld": template("mps2_an386.ld")})
+        write_tree(work, tree)
         elf = os.path.join(work, "size.elf")
-        c_files = sorted(f for f in sources if f.endswith(".c"))
-        run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), "-I", work, *c_files, "-T", "mps2_an386.ld",
-             "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections", "-o", elf],
+        c_files = sorted(f for f in tree if f.endswith(".c"))
+        run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), *_extra_flags(defines, includes), "-I", work,
+             *c_files, *[os.path.abspath(f) for f in sources], "-T", "mps2_an386.ld", "-nostartfiles",
+             "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections", "-o", elf],
             cwd=work, what="arm-none-eabi-gcc")
         text, data, bss = size_of(elf)
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
@@ -169,8 +175,7 @@ def build_test_elf(artefacts, inputs, folder, cpu="cortex-m4", profile=False, de
     write_tree(folder, {k: v for k, v in files.items() if k.endswith((".c", ".h", ".ld"))})
     elf = os.path.join(folder, "emc_test.elf")
     c_files = sorted(f for f in files if f.endswith(".c"))
-    flags = [f"-D{d}" for d in defines] + (["-DEMC_PROFILE_HOOK=emc_profile"] if profile else [])
-    flags += [f"-I{os.path.abspath(d)}" for d in includes]
+    flags = _extra_flags(tuple(defines) + (("EMC_PROFILE_HOOK=emc_profile",) if profile else ()), includes)
     run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), *flags, "-I", folder, *c_files,
          *[os.path.abspath(f) for f in sources], "-T", "mps2_an386.ld", "-nostartfiles", "--specs=rdimon.specs",
          "-Wl,--gc-sections", "-o", elf, "-lc", "-lrdimon"], cwd=folder, what="arm-none-eabi-gcc")
@@ -249,3 +254,18 @@ def measure_on_qemu(artefacts, inputs, timeout=600, cpu="cortex-m4", profile=Tru
     return [{"outputs": outputs[k], "instructions": [t * TICK_INSTRUCTIONS for t in ticks.get(k, [])],
              "stack": stack.get(k, []), "steps": steps.get(k), "elf_text": text_size}
             for k in range(len(artefacts))]
+
+
+def cmsis_nn_build(root):
+    """Build options (defines, sources, includes) for emc's CMSIS-NN kernels from a CMSIS-NN source checkout:
+    its s8/s16 integer sources (float ones and the Python bindings left out) and Include/."""
+    root = os.path.abspath(root)
+    include = os.path.join(root, "Include")
+    if not os.path.isfile(os.path.join(include, "arm_nnfunctions.h")):
+        raise EmcError(f"{root} is not a CMSIS-NN checkout (no Include/arm_nnfunctions.h)")
+    sources = []
+    for folder, dirs, names in os.walk(os.path.join(root, "Source")):
+        dirs[:] = sorted(d for d in dirs if d != "Bindings")
+        sources += [os.path.join(folder, n) for n in sorted(names)
+                    if n.endswith(".c") and not n.endswith(("_f16.c", "_f32.c", "_flt.c"))]
+    return {"defines": ("EMC_USE_CMSIS_NN",), "sources": sources, "includes": (include,)}

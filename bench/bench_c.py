@@ -103,7 +103,8 @@ def held_out_digits(n=100):
     from PIL import Image
     x, y = mnist_data()
     x = x.astype(np.uint8)
-    shared = {np.asarray(Image.open(f)).reshape(-1).tobytes() for f in sorted((REFERENCE / "images" / "mnist").glob("*.png"))}
+    shared = {np.asarray(Image.open(f)).reshape(-1).tobytes()
+              for f in sorted((REFERENCE / "images" / "mnist").glob("*.png"))}
     keep = [i for i in range(len(x)) if x[i].tobytes() not in shared][:n]
     return (x[keep].reshape(-1, 28, 28, 1) / 255.0).astype(np.float32), y[keep]
 
@@ -133,7 +134,8 @@ def bench_mnist():
         dev = art.dequantize_outputs(r["outputs"])[0].argmax(1)
         rows.append([f"emc {name}", f"{int(np.mean(r['instructions'])):,}", f"{r['sizes']['flash']:,}",
                      f"{art.plan.arena_bytes + art.report.totals['conv column buffer (bytes)']:,} + {min(r['stack'])}",
-                     f"{r['sizes']['ram'] + min(r['stack']):,}", f"{int((dev == y).sum())}", f"{int((dev == ref).sum())}"])
+                     f"{r['sizes']['ram'] + min(r['stack']):,}", f"{int((dev == y).sum())}",
+                     f"{int((dev == ref).sum())}"])
     rows.append(["float model", "", "", "", "", f"{int((ref == y).sum())}", f"{len(y)}"])
     table(["implementation", "instructions", "flash B", "RAM B (buffers + stack)", "static RAM + stack B",
            f"top-1 /{len(y)}", f"agrees with float /{len(y)}"], rows + [list(r) for r in TINYMAIX])

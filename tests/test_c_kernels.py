@@ -1,7 +1,9 @@
 """The shaped C kernels (folded input zero point, gathered windows, 4-channel dot products, depthwise fast path):
 bit-exact with the Python simulator on the host (gcc) and on a Cortex-M4 under QEMU, portable and with
 EMC_USE_ARM_DSP, over valid/same padding, stride 1/2, dilation, in_c 1..64, 1x1 / 1x3 / 3x3, depthwise and
-dense, always with nonzero input zero points and inputs that include -128 and 127."""
+dense, always with nonzero input zero points and inputs that include -128 and 127. With CMSIS_NN_DIR set to a
+CMSIS-NN checkout, the CMSIS-NN build too, and its scratch equals what CMSIS-NN's *_get_buffer_size ask."""
+import os
 import shutil
 
 import numpy as np
@@ -10,7 +12,7 @@ import pytest
 from emc.calibrate import calibrate
 from emc.errors import EmcError
 from emc.graph import Graph
-from emc.layers import Act, Conv2D, Dense, DepthwiseConv2D
+from emc.layers import Act, Conv2D, Dense, DepthwiseConv2D, Pool2D
 from emc.platforms import c as cplat
 from emc.platforms.c.columns import column_bytes, folded_bias, needs_column
 from emc.platforms.c.ir import Step
@@ -91,6 +93,9 @@ def build_all():
         w = rng.normal(0, 0.3, (shape[-1], out_f))
         cases.append(one_layer(name, shape, lambda: Dense(w, rng.normal(0, 0.1, out_f), Act("linear")), rng,
                                RANGES[i % 2]))
+    for mode in ("avg", "max"):                 # CMSIS-NN's scratch covers pooling too
+        cases.append(one_layer(f"{mode}_pool_3x3_s2", (7, 8, 12), lambda: Pool2D(mode, 3, 2, (1, 1, 1, 1)), rng,
+                               RANGES[0]))
     return cases
 
 
@@ -105,7 +110,8 @@ def linear_step(art):
 
 def test_every_case_has_a_nonzero_input_zero_point(cases):
     for art, _ in cases:
-        assert linear_step(art).params["in_zp"] != 0, art.name
+        if "pool" not in art.name:
+            assert linear_step(art).params["in_zp"] != 0, art.name
 
 
 def test_host_c_equals_the_simulator(cases):
@@ -117,6 +123,8 @@ def test_host_c_equals_the_simulator(cases):
 def test_folded_bias_is_the_bias_minus_the_zero_point_times_the_weight_sums(cases):
     for art, _ in cases:
         step = linear_step(art)
+        if "pool" in step.kind:
+            continue
         w = step.arrays["weights"].astype(np.int64)
         if step.kind == "depthwise_conv2d":
             sums = w.sum(axis=(0, 1))
@@ -153,12 +161,30 @@ def test_portable_builds_carry_only_the_folded_bias(cases):
     assert len(plain) == 2, "the unfolded bias is declared only for CMSIS-NN builds"
 
 
+CMSIS_NN_DIR = os.environ.get("CMSIS_NN_DIR")
+
+
+def build_options(build):
+    if build == "portable":
+        return {}
+    if build == "arm-dsp":
+        return {"defines": ("EMC_USE_ARM_DSP",)}
+    if not CMSIS_NN_DIR:
+        pytest.skip("CMSIS_NN_DIR is not set: point it at a CMSIS-NN checkout (github.com/ARM-software/CMSIS-NN) "
+                    "to check emc's CMSIS-NN build")
+    return toolchain.cmsis_nn_build(CMSIS_NN_DIR)
+
+
 @pytest.mark.skipif(not (toolchain.have_cross_compiler() and toolchain.have_qemu()),
                     reason="arm-none-eabi-gcc or qemu-system-arm is not installed")
-@pytest.mark.parametrize("defines", [(), ("EMC_USE_ARM_DSP",)], ids=["portable", "arm-dsp"])
-def test_cortex_m4_equals_the_simulator(cases, defines):
+@pytest.mark.parametrize("build", ["portable", "arm-dsp", "cmsis-nn"])
+def test_cortex_m4_equals_the_simulator(cases, build):
+    options = build_options(build)
     arts = [art for art, _ in cases]
     inputs = [q for _, q in cases]
-    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, defines=defines)
+    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, **options)
     for art, q, got in zip(arts, inputs, results):
-        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), f"{art.name} {defines}"
+        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), f"{art.name} {build}"
+        if build == "cmsis-nn":
+            asked, reserved = got["cmsis_scratch"]
+            assert asked == reserved, f"{art.name}: CMSIS-NN asks {asked} B of scratch, emc reserved {reserved} B"

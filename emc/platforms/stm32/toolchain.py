@@ -152,6 +152,10 @@ def harness(models, profile=False):
                       "printf(\" %lu\", (unsigned long)(emc_marks[i] - emc_marks[i - 1]));",
                       '        printf("\\n");']
         lines.append("    }")
+    lines.append("#ifdef EMC_USE_CMSIS_NN")
+    lines += [f'    printf("C {k} %ld %ld\\n", (long){m[0]}_cmsis_scratch_bytes(), '
+              f"(long){m[0].upper()}_CMSIS_SCRATCH_SIZE);" for k, m in enumerate(models)]
+    lines.append("#endif")
     lines += ['    printf("DONE\\n");', "    return 0;", "}", ""]
     return "\n".join(lines)
 
@@ -236,7 +240,8 @@ TICK_INSTRUCTIONS = 40           # with -icount shift=0 QEMU runs one instructio
 
 def measure_on_qemu(artefacts, inputs, timeout=600, cpu="cortex-m4", profile=True, **build):
     """Run models under QEMU with -icount shift=0; per model a dict: outputs, instructions per sample, stack bytes
-    per sample and, with profile, instructions per kernel call of the first sample (+-40 each).
+    per sample, with profile instructions per kernel call of the first sample (+-40 each), and for CMSIS-NN
+    builds cmsis_scratch = (what CMSIS-NN's *_get_buffer_size ask on the core, the scratch emc reserved).
 
     build: defines / sources / includes as build_test_elf takes them."""
     with tempfile.TemporaryDirectory(prefix="emc-qemu-") as work:
@@ -244,15 +249,18 @@ def measure_on_qemu(artefacts, inputs, timeout=600, cpu="cortex-m4", profile=Tru
         text = run_qemu(elf, timeout=timeout, icount=True)
         text_size = size_of(elf)[0]
     outputs, ticks = parse_output(text, artefacts)
-    stack, steps = {}, {}
+    stack, steps, scratch = {}, {}, {}
     for line in text.splitlines():
         parts = line.split()
         if parts[:1] == ["S"] and len(parts) == 4:
             stack.setdefault(int(parts[1]), []).append(int(parts[3]))
         elif parts[:1] == ["P"] and int(parts[2]) == 0:
             steps[int(parts[1])] = [int(v) * TICK_INSTRUCTIONS for v in parts[3:]]
+        elif parts[:1] == ["C"] and len(parts) == 4:
+            scratch[int(parts[1])] = (int(parts[2]), int(parts[3]))
     return [{"outputs": outputs[k], "instructions": [t * TICK_INSTRUCTIONS for t in ticks.get(k, [])],
-             "stack": stack.get(k, []), "steps": steps.get(k), "elf_text": text_size}
+             "stack": stack.get(k, []), "steps": steps.get(k), "elf_text": text_size,
+             "cmsis_scratch": scratch.get(k)}
             for k in range(len(artefacts))]
 
 

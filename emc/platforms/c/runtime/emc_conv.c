@@ -3,7 +3,7 @@
  * Convolution: per output pixel the kernel window is gathered once into the column buffer (padding taps read the
  * input zero point, which the folded bias cancels) -- or read in place when it is contiguous in the input --
  * then every output channel is one dot product of length kernel_h * kernel_w * in_c (emc_dot.c).
- * Depthwise: windows inside the input take a branch-free path; border windows add in_zp * w for padding taps.
+ * Depthwise: per output pixel the taps inside the input, four channels at a time; padding taps add in_zp * w.
  */
 #include "emc_nn.h"
 
@@ -87,62 +87,101 @@ void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out)
     }
 }
 
-/* One depthwise output channel of a window inside the input: sum over taps of x * w, no bounds checks. */
-static int32_t emc_dw_inside(const emc_conv_params *p, const int8_t *x, const int8_t *w, int32_t acc)
+/* ---- depthwise ------------------------------------------------------------------------------------------------ *
+ * Per output pixel the taps inside the input are the ranges [ky0, ky1) x [kx0, kx1); with depth multiplier 1 four
+ * neighbouring channels share every tap's pointer arithmetic. Padding taps add in_zp * w (cancelling the folded
+ * bias), only for border pixels. */
+typedef struct {
+    int32_t ky0, ky1, kx0, kx1, border;
+    const int8_t *x, *w;          /* first valid tap's input pixel and weights (channel 0) */
+} emc_dw_window;
+
+static int32_t emc_tap_lo(int32_t i0, int32_t d)
 {
-    const int32_t step_x = p->dilation_w * p->in_c, step_y = p->dilation_h * p->in_w * p->in_c;
-    int32_t ky, kx;
-    for (ky = 0; ky < p->kernel_h; ++ky, x += step_y, w += p->kernel_w * p->out_c) {
-        const int8_t *xs = x, *ws = w;
-        for (kx = 0; kx < p->kernel_w; ++kx, xs += step_x, ws += p->out_c)
-            acc += (int32_t)*xs * *ws;
-    }
-    return acc;
+    return i0 < 0 ? (-i0 + d - 1) / d : 0;
 }
 
-/* The same for a window that overlaps the padding: a tap outside adds in_zp * w, cancelling the folded bias. */
-static int32_t emc_dw_border(const emc_conv_params *p, const int8_t *in, int32_t iy0, int32_t ix0, int32_t c,
-                             const int8_t *w, int32_t acc)
+static int32_t emc_tap_hi(int32_t i0, int32_t d, int32_t k, int32_t n)
 {
+    const int32_t end = n > i0 ? (n - i0 + d - 1) / d : 0;
+    return end < k ? end : k;
+}
+
+static void emc_dw_pixel(const emc_conv_params *p, const int8_t *in, int32_t iy0, int32_t ix0, emc_dw_window *win)
+{
+    win->ky0 = emc_tap_lo(iy0, p->dilation_h);
+    win->ky1 = emc_tap_hi(iy0, p->dilation_h, p->kernel_h, p->in_h);
+    win->kx0 = emc_tap_lo(ix0, p->dilation_w);
+    win->kx1 = emc_tap_hi(ix0, p->dilation_w, p->kernel_w, p->in_w);
+    win->border = win->ky0 > 0 || win->kx0 > 0 || win->ky1 < p->kernel_h || win->kx1 < p->kernel_w;
+    if (win->ky1 <= win->ky0 || win->kx1 <= win->kx0) {
+        win->ky1 = win->ky0; win->x = in;          /* no tap inside: padding only */
+    } else {
+        win->x = in + ((iy0 + win->ky0 * p->dilation_h) * p->in_w + ix0 + win->kx0 * p->dilation_w) * p->in_c;
+    }
+    win->w = p->weights + (win->ky0 * p->kernel_w + win->kx0) * p->out_c;
+}
+
+/* acc[0..n) += x[j] * w[j] over the valid taps, for n <= 4 channels: x, w at channel c of the first valid tap. */
+static void emc_dw_taps(const emc_conv_params *p, const emc_dw_window *win, const int8_t *x, const int8_t *w,
+                        int32_t n, int32_t *acc)
+{
+    const int32_t step_x = p->dilation_w * p->in_c, step_y = p->dilation_h * p->in_w * p->in_c;
+    const int32_t wrow = p->kernel_w * p->out_c, taps_x = win->kx1 - win->kx0;
     int32_t ky, kx;
-    for (ky = 0; ky < p->kernel_h; ++ky) {
-        const int32_t iy = iy0 + ky * p->dilation_h;
-        for (kx = 0; kx < p->kernel_w; ++kx) {
-            const int32_t ix = ix0 + kx * p->dilation_w;
-            const int32_t wk = w[(ky * p->kernel_w + kx) * p->out_c];
-            if (iy < 0 || iy >= p->in_h || ix < 0 || ix >= p->in_w)
-                acc += p->in_zp * wk;
-            else
-                acc += (int32_t)in[(iy * p->in_w + ix) * p->in_c + c] * wk;
+    int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
+    for (ky = win->ky0; ky < win->ky1; ++ky, x += step_y, w += wrow) {
+        const int8_t *xs = x, *ws = w;
+        if (n == 4) {
+            for (kx = 0; kx < taps_x; ++kx, xs += step_x, ws += p->out_c) {
+                a0 += (int32_t)xs[0] * ws[0];
+                a1 += (int32_t)xs[1] * ws[1];
+                a2 += (int32_t)xs[2] * ws[2];
+                a3 += (int32_t)xs[3] * ws[3];
+            }
+        } else {
+            for (kx = 0; kx < taps_x; ++kx, xs += step_x, ws += p->out_c)
+                a0 += (int32_t)xs[0] * ws[0];
         }
     }
-    return acc;
+    acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
+}
+
+/* acc[j] += in_zp * w[tap][oc + j] for the taps outside the input (border pixels only). */
+static void emc_dw_padding(const emc_conv_params *p, const emc_dw_window *win, int32_t oc, int32_t n, int32_t *acc)
+{
+    int32_t ky, kx, j;
+    for (ky = 0; ky < p->kernel_h; ++ky) {
+        for (kx = 0; kx < p->kernel_w; ++kx) {
+            const int8_t *w = p->weights + (ky * p->kernel_w + kx) * p->out_c + oc;
+            if (ky >= win->ky0 && ky < win->ky1 && kx >= win->kx0 && kx < win->kx1) continue;
+            for (j = 0; j < n; ++j) acc[j] += p->in_zp * w[j];
+        }
+    }
 }
 
 void emc_depthwise_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int32_t span_h = (p->kernel_h - 1) * p->dilation_h, span_w = (p->kernel_w - 1) * p->dilation_w;
-    int32_t oy, ox, c, m;
+    const int32_t mult = p->depth_mult, out_c = p->out_c;
+    int32_t oy, ox, oc, j;
+    int8_t *dst = out;
     emc_epilogue e;
+    emc_dw_window win;
 #ifdef EMC_USE_CMSIS_NN
     if (emc_cmsis_conv_s8(p, in, out, 1)) return;
 #endif
     emc_conv_epilogue(p, &e);
     for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
-        for (ox = 0; ox < p->out_w; ++ox) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            const int inside = rows_inside && ix0 >= 0 && ix0 + span_w < p->in_w;
-            const int8_t *x = inside ? in + (iy0 * p->in_w + ix0) * p->in_c : in;
-            int8_t *dst = out + (oy * p->out_w + ox) * p->out_c;
-            int32_t oc = 0;
-            for (c = 0; c < p->in_c; ++c) {
-                for (m = 0; m < p->depth_mult; ++m, ++oc) {
-                    const int32_t acc = inside ? emc_dw_inside(p, x + c, p->weights + oc, p->kbias[oc])
-                                               : emc_dw_border(p, in, iy0, ix0, c, p->weights + oc, p->kbias[oc]);
-                    dst[oc] = emc_epilogue_s8(&e, acc, oc);
-                }
+        for (ox = 0; ox < p->out_w; ++ox, dst += out_c) {
+            emc_dw_pixel(p, in, oy * p->stride_h - p->pad_top, ox * p->stride_w - p->pad_left, &win);
+            for (oc = 0; oc < out_c;) {
+                /* four channels at once when they read four neighbouring input channels */
+                const int32_t n = (mult == 1 && oc + 4 <= out_c) ? 4 : 1;
+                int32_t acc[4];
+                for (j = 0; j < 4; ++j) acc[j] = j < n ? p->kbias[oc + j] : 0;
+                emc_dw_taps(p, &win, win.x + oc / mult, win.w + oc, n, acc);
+                if (win.border) emc_dw_padding(p, &win, oc, n, acc);
+                for (j = 0; j < n; ++j, ++oc) dst[oc] = emc_epilogue_s8(&e, acc[j], oc);
             }
         }
     }

@@ -24,20 +24,18 @@ extern "C" {
  * 64-bit add on a Cortex-M. */
 static inline int32_t emc_requantize(int32_t x, int32_t mult, int32_t shift)
 {
-    int32_t right = -shift, high, mask, remainder, threshold;
-    if (shift > 0) {
+    int32_t right = -shift, high, mask;
+    if (shift > 0) {                            /* rare: a saturating left shift first */
         const int64_t v = (int64_t)x * ((int64_t)1 << shift);
         x = v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
         right = 0;
     }
-    if (x == INT32_MIN && mult == INT32_MIN)
+    if (x == INT32_MIN && mult == INT32_MIN)    /* the one product the doubling high multiply saturates */
         high = INT32_MAX;
     else
         high = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
     mask = (int32_t)(((uint32_t)1 << right) - 1u);
-    remainder = high & mask;
-    threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-    return (high >> right) + (remainder > threshold ? 1 : 0);
+    return (high >> right) + ((high & mask) > (mask >> 1) + (high < 0) ? 1 : 0);
 }
 
 static inline int8_t emc_clamp8(int32_t v, int32_t lo, int32_t hi)
@@ -201,6 +199,11 @@ extern int32_t emc_cmsis_buf_size;
 /* emc_cmsis.c: 1 when CMSIS-NN computed the layer, 0 when the portable kernel must. */
 int emc_cmsis_conv_s8(const emc_conv_params *p, const int8_t *in, int8_t *out, int depthwise);
 int emc_cmsis_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out);
+/* Scratch bytes CMSIS-NN's *_get_buffer_size functions ask for one layer (the generated
+ * <name>_cmsis_scratch_bytes() takes their maximum over the model). */
+int32_t emc_cmsis_conv_buffer_size(const emc_conv_params *p, int depthwise);
+int32_t emc_cmsis_dense_buffer_size(const emc_dense_params *p);
+int32_t emc_cmsis_pool_buffer_size(const emc_pool_params *p, int average);
 #endif
 
 #ifdef __cplusplus

@@ -101,6 +101,7 @@ def _c_array(ident, values):
 
 
 STACK_PROBE = 16384              # bytes below main's stack pointer painted to find a run's deepest stack use
+STACK_MARGIN = 32                # bytes right below it left unpainted: emc_paint's frame
 STACK_PAINT = "0xE3C5A5E3u"
 
 
@@ -117,13 +118,13 @@ def harness(models, profile=False):
               "#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)",
               "static uint32_t emc_ticks(void) { uint32_t w = emc_wraps, v = SYST_CVR;"
               " if (emc_wraps != w) { w = emc_wraps; v = SYST_CVR; } return w * 0x1000000u + (0xFFFFFFu - v); }",
-              "/* paint the stack below sp; after a run, the bytes from the deepest changed word up to sp */",
-              "static uint32_t *emc_stack_low(void) { uint32_t sp; __asm__ volatile(\"mov %0, sp\" : \"=r\"(sp));"
-              f" return (uint32_t *)((sp - {STACK_PROBE}u) & ~3u); }}",
+              "/* paint the stack below main's sp; after a run, the bytes from the deepest changed word up to sp */",
+              "static inline __attribute__((always_inline)) uint32_t emc_sp(void)"
+              " { uint32_t sp; __asm__ volatile(\"mov %0, sp\" : \"=r\"(sp)); return sp; }",
               "static void __attribute__((noinline)) emc_paint(uint32_t *lo, uint32_t *hi)"
               f" {{ while (lo < hi) *lo++ = {STACK_PAINT}; }}",
-              "static uint32_t emc_used(uint32_t *lo, uint32_t *hi)"
-              f" {{ while (lo < hi && *lo == {STACK_PAINT}) ++lo; return (uint32_t)((char *)hi - (char *)lo); }}"]
+              "static uint32_t emc_used(uint32_t *lo, uint32_t *hi, uint32_t top)"
+              f" {{ while (lo < hi && *lo == {STACK_PAINT}) ++lo; return top - (uint32_t)lo; }}"]
     if profile:
         steps = max(m[3] for m in models)
         lines += [f"static uint32_t emc_marks[{steps + 1}];",
@@ -131,21 +132,23 @@ def harness(models, profile=False):
     for k, (name, batch, out_size, _) in enumerate(models):
         lines.append(_c_array(f"emc_in{k}", batch))
         lines.append(f"static int8_t emc_out{k}[{out_size} + 1];")
-    lines += ["int main(void)", "{", "    int s, i;", "    uint32_t t0, t1, *lo, *hi;",
+    lines += ["int main(void)", "{", "    int s, i;", "    uint32_t t0, t1, top, used, *lo, *hi;",
               "    initialise_monitor_handles();",
               "    SYST_RVR = 0xFFFFFFu; SYST_CVR = 0; SYST_CSR = 7u;   /* CPU clock, interrupt, enable */",
               "    for (i = 0; i < 100000 && SYST_CVR == 0; ++i) {}     /* wait for the first reload */",
-              "    lo = emc_stack_low(); hi = lo + " + str(STACK_PROBE // 4 - 64) + ";"]
+              f"    top = emc_sp(); lo = (uint32_t *)((top - {STACK_PROBE}u) & ~3u);",
+              f"    hi = (uint32_t *)((top - {STACK_MARGIN}u) & ~3u);   /* room for emc_paint's own frame */"]
     for k, (name, batch, out_size, steps) in enumerate(models):
         lines += [f"    for (s = 0; s < {len(batch)}; ++s) {{",
                   "        emc_paint(lo, hi);",
                   "        t0 = emc_ticks();",
                   f"        {name}_run(emc_in{k}[s], emc_out{k});",
                   "        t1 = emc_ticks();",
+                  "        used = emc_used(lo, hi, top);           /* before printf uses the stack */",
                   f'        printf("R {k} %d ", s);',
                   f"        for (i = 0; i < {out_size}; ++i) printf(\"%02x\", (unsigned)(uint8_t)emc_out{k}[i]);",
                   f'        printf("\\nT {k} %d %lu\\n", s, (unsigned long)(t1 - t0));',
-                  f'        printf("S {k} %d %lu\\n", s, (unsigned long)emc_used(lo, hi));']
+                  f'        printf("S {k} %d %lu\\n", s, (unsigned long)used);']
         if profile:
             lines += [f'        printf("P {k} %d", s);',
                       f"        for (i = 1; i <= {steps}; ++i) "

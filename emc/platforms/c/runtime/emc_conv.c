@@ -50,41 +50,37 @@ static void emc_gather_border(const emc_conv_params *p, const int8_t *in, int32_
     }
 }
 
+/* The window of output pixel (oy, ox): in place when it lies inside the input and is contiguous there, else
+ * gathered into the column buffer. Out of line to keep emc_conv2d_s8's stack frame small. */
+static EMC_NOINLINE const int8_t *emc_window(const emc_conv_params *p, const int8_t *in, int32_t oy, int32_t ox)
+{
+    const int32_t c = p->in_c, kh = p->kernel_h, kw = p->kernel_w;
+    const int32_t iy0 = oy * p->stride_h - p->pad_top, ix0 = ox * p->stride_w - p->pad_left;
+    if (iy0 >= 0 && iy0 + (kh - 1) * p->dilation_h < p->in_h && ix0 >= 0 && ix0 + (kw - 1) * p->dilation_w < p->in_w) {
+        const int8_t *src = in + (iy0 * p->in_w + ix0) * c;
+        if (kh == 1 && (kw == 1 || p->dilation_w == 1))
+            return src;                                           /* contiguous: read in place */
+        if (kw == 1 || p->dilation_w == 1) {                      /* a kernel row is kw * in_c contiguous bytes */
+            emc_copy_rows(p->col, src, kh, kw * c, p->dilation_h * p->in_w * c);
+            return p->col;
+        }
+    }
+    emc_gather_border(p, in, iy0, ix0, p->col);                   /* padding, or dilated columns: tap by tap */
+    return p->col;
+}
+
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int32_t c = p->in_c, in_w = p->in_w, kh = p->kernel_h, kw = p->kernel_w;
-    const int32_t kin = kh * kw * c, out_c = p->out_c, out_w = p->out_w;
-    const int32_t span_h = (kh - 1) * p->dilation_h, span_w = (kw - 1) * p->dilation_w;
-    const int32_t row_step = p->dilation_h * in_w * c;    /* input bytes between two kernel rows */
-    const int contiguous = kh == 1 && (kw == 1 || p->dilation_w == 1);
-    const int rows_copy = p->dilation_w == 1 || kw == 1;  /* a kernel row is kw * in_c contiguous bytes */
-    int8_t *col = p->col, *dst = out;
+    const int32_t kin = p->kernel_h * p->kernel_w * p->in_c;
     int32_t oy, ox;
     emc_epilogue e;
 #ifdef EMC_USE_CMSIS_NN
     if (emc_cmsis_conv_s8(p, in, out, 0)) return;
 #endif
     emc_conv_epilogue(p, &e);
-    for (oy = 0; oy < p->out_h; ++oy) {
-        const int32_t iy0 = oy * p->stride_h - p->pad_top;
-        const int rows_inside = iy0 >= 0 && iy0 + span_h < p->in_h;
-        for (ox = 0; ox < out_w; ++ox, dst += out_c) {
-            const int32_t ix0 = ox * p->stride_w - p->pad_left;
-            const int8_t *x = col;
-            if (rows_inside && ix0 >= 0 && ix0 + span_w < in_w) {      /* the window lies inside the input */
-                const int8_t *src = in + (iy0 * in_w + ix0) * c;
-                if (contiguous)
-                    x = src;
-                else if (rows_copy)
-                    emc_copy_rows(col, src, kh, kw * c, row_step);
-                else
-                    emc_gather_border(p, in, iy0, ix0, col);             /* dilated columns: tap by tap */
-            } else {
-                emc_gather_border(p, in, iy0, ix0, col);
-            }
-            emc_dot_channels_s8(x, p->weights, kin, out_c, &e, dst);
-        }
-    }
+    for (oy = 0; oy < p->out_h; ++oy)
+        for (ox = 0; ox < p->out_w; ++ox, out += p->out_c)
+            emc_dot_channels_s8(emc_window(p, in, oy, ox), p->weights, kin, p->out_c, &e, out);
 }
 
 /* ---- depthwise ------------------------------------------------------------------------------------------------ *

@@ -66,26 +66,31 @@ int32_t emc_dot1_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc)
     return acc;
 }
 
+/* acc[0..n) of output channels oc.. through the epilogue into out[oc..]; kept out of line so the dot product's
+ * caller stays small (its stack frame is what the model's deepest call chain adds up). */
+static EMC_NOINLINE void emc_store(const emc_epilogue *e, const int32_t *acc, int32_t oc, int32_t n, int8_t *out)
+{
+    const int32_t *mult = e->mult + oc, *shift = e->shift + oc;
+    const int32_t zp = e->out_zp, lo = e->act_min, hi = e->act_max;
+    const int8_t *lut = e->lut;
+    int32_t j;
+    out += oc;
+    for (j = 0; j < n; ++j) {
+        const int8_t q = emc_requant8(acc[j], mult[j], shift[j], zp, lo, hi);
+        out[j] = lut ? lut[(int32_t)q + 128] : q;
+    }
+}
+
 void emc_dot_channels_s8(const int8_t *x, const int8_t *weights, int32_t n, int32_t channels,
                          const emc_epilogue *e, int8_t *out)
 {
-    /* the epilogue in locals: stores through int8_t * may alias anything, so fields would be reloaded */
-    const int32_t *kbias = e->kbias, *mult = e->mult, *shift = e->shift;
-    const int32_t zp = e->out_zp, lo = e->act_min, hi = e->act_max;
-    const int8_t *lut = e->lut;
-    int32_t oc = 0, j;
-    int32_t acc[4];
-    for (; oc < channels; oc += 4) {
-        const int32_t block = channels - oc < 4 ? channels - oc : 4;
-        if (block == 4) {
-            for (j = 0; j < 4; ++j) acc[j] = kbias[oc + j];
-            emc_dot4_s8(x, weights + oc * n, n, n, acc);
-        } else {
-            for (j = 0; j < block; ++j) acc[j] = emc_dot1_s8(x, weights + (oc + j) * n, n, kbias[oc + j]);
-        }
-        for (j = 0; j < block; ++j) {
-            const int8_t q = emc_requant8(acc[j], mult[oc + j], shift[oc + j], zp, lo, hi);
-            out[oc + j] = lut ? lut[(int32_t)q + 128] : q;
-        }
+    int32_t oc, j, acc[4];
+    for (oc = 0; oc + 4 <= channels; oc += 4) {
+        for (j = 0; j < 4; ++j) acc[j] = e->kbias[oc + j];
+        emc_dot4_s8(x, weights + oc * n, n, n, acc);
+        emc_store(e, acc, oc, 4, out);
     }
+    for (j = 0; oc + j < channels; ++j)
+        acc[j] = emc_dot1_s8(x, weights + (oc + j) * n, n, e->kbias[oc + j]);
+    emc_store(e, acc, oc, j, out);
 }

@@ -80,6 +80,12 @@ typedef struct {
 
 void emc_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out);
 
+#if defined(__GNUC__)
+#define EMC_NOINLINE __attribute__((noinline))
+#else
+#define EMC_NOINLINE
+#endif
+
 /* What turns a folded int32 accumulator into an output code: per-channel requantisation, clamp, optional table. */
 typedef struct {
     const int32_t *kbias, *mult, *shift;

@@ -527,6 +527,17 @@ arm_cmsis_nn_status arm_max_pool_s8(const cmsis_nn_context *, const cmsis_nn_poo
     const int8_t *, const cmsis_nn_dims *, const cmsis_nn_dims *, int8_t *);
 arm_cmsis_nn_status arm_avgpool_s8(const cmsis_nn_context *, const cmsis_nn_pool_params *, const cmsis_nn_dims *,
     const int8_t *, const cmsis_nn_dims *, const cmsis_nn_dims *, int8_t *);
+typedef struct { int32_t input_offset; int32_t filter_offset; int32_t output_offset;
+                 cmsis_nn_activation activation; } cmsis_nn_fc_params;
+arm_cmsis_nn_status arm_fully_connected_per_channel_s8(const cmsis_nn_context *, const cmsis_nn_fc_params *,
+    const cmsis_nn_per_channel_quant_params *, const cmsis_nn_dims *, const int8_t *, const cmsis_nn_dims *,
+    const int8_t *, const cmsis_nn_dims *, const int32_t *, const cmsis_nn_dims *, int8_t *);
+int32_t arm_fully_connected_s8_get_buffer_size(const cmsis_nn_dims *);
+int32_t arm_convolve_wrapper_s8_get_buffer_size(const cmsis_nn_conv_params *, const cmsis_nn_dims *,
+    const cmsis_nn_dims *, const cmsis_nn_dims *);
+int32_t arm_depthwise_conv_wrapper_s8_get_buffer_size(const cmsis_nn_dw_conv_params *, const cmsis_nn_dims *,
+    const cmsis_nn_dims *, const cmsis_nn_dims *);
+int32_t arm_avgpool_s8_get_buffer_size(const int, const int);
 arm_cmsis_nn_status arm_elementwise_add_s8(const int8_t *, const int8_t *, const int32_t, const int32_t,
     const int32_t, const int32_t, const int32_t, const int32_t, const int32_t, int8_t *, const int32_t,
     const int32_t, const int32_t, const int32_t, const int32_t, const int32_t);

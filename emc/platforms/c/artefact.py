@@ -12,6 +12,7 @@ from ...fileio import write_atomic
 from ...report import Report
 from .build import build_shared
 from .codegen import c_identifier
+from .columns import column_bytes
 from .kernels import KERNELS
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def build_report(title, program, plan, notes=()):
         "MACs": program.macs,
         "weights (const bytes)": program.weight_bytes,
         "arena (bytes)": plan.arena_bytes,
+        "conv column buffer (bytes)": column_bytes(program.steps),
         "live-tensor lower bound (bytes)": plan.lower_bound,
         "input buffer (bytes)": plan.input_bytes,
         "output buffer (bytes)": plan.output_bytes,

@@ -6,9 +6,12 @@ arrays and parameter structs it needs through gen.array() / gen.struct().
 import numpy as np
 
 from ... import __version__
+from .cmsis import cmsis_scratch_bytes, scratch_function
+from .columns import column_bytes, folded_bias, needs_column
 
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
 EMITTERS = {}
+CMSIS_GUARD = "EMC_USE_CMSIS_NN"
 
 
 def emits(*kinds):
@@ -51,7 +54,8 @@ class Generator:
         base = {"arena": "A", "input": "in", "output": "out"}[region]
         return f"{base} + {offset}"
 
-    def array(self, index, key, values):
+    def array(self, index, key, values, guard=None):
+        """Declare a constant array L<index>_<key>; with guard, only when that macro is defined."""
         values = np.ascontiguousarray(values)
         ident = f"L{index}_{key}"
         ctype = C_TYPES[values.dtype]
@@ -61,14 +65,31 @@ class Generator:
             lines.append("    " + ", ".join(str(int(v)) for v in flat[start:start + 24]))
         if flat.size == 0:
             lines = ["    0"]
-        self.data.append(f"static const {ctype} {ident}[{max(flat.size, 1)}] = {{\n" + ",\n".join(lines) + "\n};")
+        decl = f"static const {ctype} {ident}[{max(flat.size, 1)}] = {{\n" + ",\n".join(lines) + "\n};"
+        self.data.append(f"#ifdef {guard}\n{decl}\n#endif" if guard else decl)
         return ident
 
-    def struct(self, index, ctype, fields):
+    def struct(self, index, ctype, fields, guarded=None):
+        """Declare the parameter struct L<index>_p; `guarded` fields are set only under #ifdef EMC_USE_CMSIS_NN."""
         ident = f"L{index}_p"
         body = ", ".join(f".{k} = {v}" for k, v in fields.items())
+        if guarded:
+            extra = ", ".join(f".{k} = {v}" for k, v in guarded.items())
+            body = f"{body}\n#ifdef {CMSIS_GUARD}\n    , {extra}\n#endif\n"
         self.data.append(f"static const {ctype} {ident} = {{{body}}};")
         return ident
+
+    def linear_arrays(self, index, step):
+        """The constant arrays of a conv / depthwise / dense call: the portable kernels' folded bias, and the
+        unfolded bias only for CMSIS-NN builds."""
+        fields = self.arrays(index, step, ("weights", "mult", "shift", "lut"))
+        fields["kbias"] = self.array(index, "kbias", folded_bias(step))
+        guarded = {"bias": self.array(index, "bias", step.arrays["bias"], guard=CMSIS_GUARD)}
+        return fields, guarded
+
+    @property
+    def column_size(self):
+        return column_bytes(self.program.steps)
 
     def arrays(self, index, step, keys):
         return {k: (self.array(index, k, step.arrays[k]) if k in step.arrays else "NULL") for k in keys}
@@ -79,6 +100,7 @@ class Generator:
             out_shape = "x".join(map(str, self.program.tensors[step.output].shape))
             self.body.append(f"    /* {index}: {c_comment(step.node)} -> {step.kind} {out_shape} */")
             self.body.extend("    " + line for line in EMITTERS[step.kind](self, index, step))
+            self.body.append(f"    EMC_MARK({index});")
         return {f"{self.name}.h": self.header(), f"{self.name}.c": self.source()}
 
     def _io_defines(self, kind, names):
@@ -105,6 +127,7 @@ class Generator:
                  f"#define {u}_INPUT_SIZE {self.plan.input_bytes}   /* int8 values of all inputs, back to back */",
                  f"#define {u}_OUTPUT_SIZE {self.plan.output_bytes}  /* int8 values of all outputs, back to back */",
                  f"#define {u}_ARENA_SIZE {self.plan.arena_bytes}   /* static working memory inside {self.name}.c */",
+                 f"#define {u}_COLUMN_SIZE {self.column_size}   /* the conv kernels' window buffer inside {self.name}.c */",
                  ""]
         lines += self._io_defines("INPUT", p.inputs) + [""] + self._io_defines("OUTPUT", p.outputs) + [""]
         lines += [
@@ -116,6 +139,15 @@ class Generator:
             f"void {self.name}_quantize_input(const float *x, int8_t *q);",
             f"void {self.name}_dequantize_output(const int8_t *q, float *x);",
             f"int {self.name}_run_float(const float *in, float *out);",
+            "",
+            "#ifdef EMC_USE_CMSIS_NN",
+            "/* CMSIS-NN scratch: the maximum of CMSIS-NN's *_get_buffer_size over the layers on a core with the DSP",
+            f" * extension; {self.name}_cmsis_scratch_bytes() asks CMSIS-NN on the running core (define it for MVE). */",
+            f"#ifndef {u}_CMSIS_SCRATCH_SIZE",
+            f"#define {u}_CMSIS_SCRATCH_SIZE {cmsis_scratch_bytes(self.program.steps)}",
+            "#endif",
+            f"int32_t {self.name}_cmsis_scratch_bytes(void);",
+            "#endif",
             "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {u}_H */", ""]
         return "\n".join(lines)
 
@@ -133,22 +165,30 @@ class Generator:
 
     def source(self):
         u, n = self.upper, self.name
-        scratch = cmsis_scratch_bytes(self.program.steps)
         lines = [f"/* {n}.c: int8 C model generated by emc {__version__}; do not edit. */",
                  f'#include "{n}.h"', '#include "emc_nn.h"', "", "#ifndef NULL", "#define NULL ((void *)0)",
-                 "#endif", ""]
+                 "#endif", "",
+                 "/* -DEMC_PROFILE_HOOK=f calls void f(int32_t k) before the first kernel (k = -1) and after kernel k. */",
+                 "#ifdef EMC_PROFILE_HOOK", "void EMC_PROFILE_HOOK(int32_t k);", "#define EMC_MARK(k) EMC_PROFILE_HOOK(k)",
+                 "#else", "#define EMC_MARK(k) ((void)0)", "#endif", ""]
+        if self.column_size:
+            lines += [f"static int8_t {n}_col[{u}_COLUMN_SIZE];   /* one gathered convolution window */", ""]
         lines += self.data
         lines += ["", f"static int32_t {n}_arena[({u}_ARENA_SIZE + 3) / 4 + 1];   /* 4-byte aligned */", "",
-                  "#ifdef EMC_USE_CMSIS_NN", f"static int32_t {n}_scratch[{(scratch + 3) // 4 + 1}];", "#endif", "",
+                  "#ifdef EMC_USE_CMSIS_NN",
+                  f"static int32_t {n}_scratch[({u}_CMSIS_SCRATCH_SIZE + 3) / 4 + ({u}_CMSIS_SCRATCH_SIZE == 0)];",
+                  "#endif", "",
                   f"int {n}_run(const int8_t *in, int8_t *out)", "{",
                   f"    int8_t *A = (int8_t *){n}_arena;",
                   "    (void)A; (void)in; (void)out;",
                   "#ifdef EMC_USE_CMSIS_NN",
                   f"    emc_cmsis_buf = {n}_scratch;",
-                  f"    emc_cmsis_buf_size = (int32_t)sizeof {n}_scratch;",
-                  "#endif"]
+                  f"    emc_cmsis_buf_size = {u}_CMSIS_SCRATCH_SIZE;",
+                  "#endif",
+                  "    EMC_MARK(-1);"]
         lines += self.body
         lines += ["    return 0;", "}", ""]
+        lines += scratch_function(n, self.program.steps)
         lines += self._convert_loop(self.program.inputs, f"void {n}_quantize_input(const float *x, int8_t *q)", [
             "float t = x[i] / {scale};",
             "int32_t v;",
@@ -169,20 +209,6 @@ class Generator:
         return "\n".join(lines)
 
 
-def cmsis_scratch_bytes(steps):
-    """An upper bound of the scratch CMSIS-NN's s8 kernels ask for (im2col columns, pooling sums)."""
-    need = 0
-    for step in steps:
-        p = step.params
-        if step.kind in ("conv2d", "depthwise_conv2d"):
-            need = max(need, 4 * p["kernel"][0] * p["kernel"][1] * p["in_shape"][2])
-        elif step.kind == "dense":
-            need = max(need, 4 * p["in_features"])
-        elif step.kind in ("avg_pool", "max_pool"):
-            need = max(need, 4 * p["in_shape"][2])
-    return need + 16
-
-
 # ---- emitters --------------------------------------------------------------------------------------------------------
 def _conv_fields(step, depth_mult):
     p = step.params
@@ -197,8 +223,10 @@ def _conv_fields(step, depth_mult):
 @emits("conv2d", "depthwise_conv2d")
 def _conv(gen, i, step):
     fields = _conv_fields(step, step.params.get("depth_mult", 1))
-    fields.update(gen.arrays(i, step, ("weights", "bias", "mult", "shift", "lut")))
-    ident = gen.struct(i, "emc_conv_params", fields)
+    arrays, guarded = gen.linear_arrays(i, step)
+    fields.update(arrays)
+    fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
+    ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]
 
@@ -207,8 +235,9 @@ def _conv(gen, i, step):
 def _dense(gen, i, step):
     p = step.params
     fields = {k: p[k] for k in ("rows", "in_features", "out_features", "in_zp", "out_zp", "act_min", "act_max")}
-    fields.update(gen.arrays(i, step, ("weights", "bias", "mult", "shift", "lut")))
-    ident = gen.struct(i, "emc_dense_params", fields)
+    arrays, guarded = gen.linear_arrays(i, step)
+    fields.update(arrays)
+    ident = gen.struct(i, "emc_dense_params", fields, guarded)
     return [f"emc_dense_s8(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]
 
 

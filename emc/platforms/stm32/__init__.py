@@ -24,7 +24,7 @@ def makefile_fragment(ident, files, cpu):
     return "\n".join([
         f"# emc model '{ident}': `include emc_{ident}.mk` in your Makefile.",
         f"# For CMSIS-NN kernels add -DEMC_USE_CMSIS_NN to {tag}_CFLAGS, CMSIS-NN's Include/ to C_INCLUDES",
-        "# and its Source/ files to C_SOURCES.",
+        "# and its Source/ files to C_SOURCES. -DEMC_USE_ARM_DSP uses the DSP extension's __smlad (same results).",
         f"{tag}_DIR := $(dir $(lastword $(MAKEFILE_LIST)))",
         f"{tag}_SOURCES := \\\n    {sources}",
         f"{tag}_CFLAGS := -std=c99 -O2 {' '.join(toolchain.cpu_flags(cpu))} -ffunction-sections -fdata-sections",

@@ -7,6 +7,9 @@
  *
  * Define EMC_USE_CMSIS_NN (and put CMSIS-NN on the include path) to route convolutions, dense layers,
  * pooling and same-shape add/mul through CMSIS-NN's s8 functions; results are meant to stay identical.
+ * Define EMC_USE_ARM_DSP on a core with the DSP extension (Cortex-M4/M7/M33) for ACLE __smlad dot products
+ * (identical results). Portable C is the default. A generated model calls EMC_PROFILE_HOOK(k) after kernel k
+ * when that macro names a function (per-kernel timing).
  */
 #ifndef EMC_NN_H
 #define EMC_NN_H
@@ -18,27 +21,24 @@
 extern "C" {
 #endif
 
-/* round(x * mult * 2^(shift - 31)) the TF Lite Micro way (MultiplyByQuantizedMultiplier). */
+/* round(x * mult * 2^(shift - 31)) the TF Lite Micro way (MultiplyByQuantizedMultiplier): a saturating left
+ * shift, the rounding doubling high multiply, then a rounding right shift. The high multiply's
+ * (ab + nudge) / 2^31 with truncation equals floor((ab + 2^30) / 2^31) for either sign of ab: one SMULL and a
+ * 64-bit add on a Cortex-M. */
 static inline int32_t emc_requantize(int32_t x, int32_t mult, int32_t shift)
 {
-    int32_t left = shift > 0 ? shift : 0;
-    int32_t right = shift > 0 ? 0 : -shift;
-    int64_t v = (int64_t)x * ((int64_t)1 << left);
-    int64_t ab, nudge;
-    int32_t high, mask, remainder, threshold;
-    if (v > INT32_MAX) v = INT32_MAX;
-    if (v < INT32_MIN) v = INT32_MIN;
-    if (v == INT32_MIN && mult == INT32_MIN) {
-        high = INT32_MAX;
-    } else {
-        ab = v * (int64_t)mult;
-        nudge = ab >= 0 ? ((int64_t)1 << 30) : (1 - ((int64_t)1 << 30));
-        high = (int32_t)((ab + nudge) / ((int64_t)1 << 31));
+    int32_t right = -shift, high, mask;
+    if (shift > 0) {                            /* rare: a saturating left shift first */
+        const int64_t v = (int64_t)x * ((int64_t)1 << shift);
+        x = v > INT32_MAX ? INT32_MAX : (v < INT32_MIN ? INT32_MIN : (int32_t)v);
+        right = 0;
     }
-    mask = (int32_t)(((int64_t)1 << right) - 1);
-    remainder = high & mask;
-    threshold = (mask >> 1) + (high < 0 ? 1 : 0);
-    return (high >> right) + (remainder > threshold ? 1 : 0);
+    if (x == INT32_MIN && mult == INT32_MIN)    /* the one product the doubling high multiply saturates */
+        high = INT32_MAX;
+    else
+        high = (int32_t)(((int64_t)x * mult + ((int64_t)1 << 30)) >> 31);
+    mask = (int32_t)(((uint32_t)1 << right) - 1u);
+    return (high >> right) + ((high & mask) > (mask >> 1) + (high < 0) ? 1 : 0);
 }
 
 static inline int8_t emc_clamp8(int32_t v, int32_t lo, int32_t hi)
@@ -52,15 +52,21 @@ static inline int8_t emc_requant8(int32_t x, int32_t mult, int32_t shift, int32_
     return emc_clamp8(emc_requantize(x, mult, shift) + zp, lo, hi);
 }
 
-/* ---- convolutions and dense ---------------------------------------------------------------------------- */
+/* ---- convolutions and dense ---------------------------------------------------------------------------- *
+ * The portable kernels add the input zero point nowhere: conversion folds it into kbias = bias - in_zp * (sum of
+ * the channel's weights), and window taps that fall in the padding read in_zp (gathered) or add in_zp * w, so
+ * every accumulator equals bias + sum((x - in_zp) * w) exactly. `bias` (unfolded) is only kept for CMSIS-NN. */
 typedef struct {
     int32_t in_h, in_w, in_c, out_h, out_w, out_c;
     int32_t kernel_h, kernel_w, stride_h, stride_w, dilation_h, dilation_w, pad_top, pad_left;
     int32_t depth_mult;            /* depthwise only: output channel c * depth_mult + m reads input channel c */
     int32_t in_zp, out_zp, act_min, act_max;
     const int8_t *weights;         /* conv: [out_c][kh][kw][in_c]; depthwise: [kh][kw][out_c] */
-    const int32_t *bias, *mult, *shift;   /* per output channel */
+    const int32_t *kbias;          /* per output channel, the input zero point folded in */
+    const int32_t *bias, *mult, *shift;   /* per output channel; bias NULL unless EMC_USE_CMSIS_NN */
     const int8_t *lut;             /* NULL, or 256 codes applied after requantisation: out = lut[q + 128] */
+    int8_t *col;                   /* conv: a column buffer of kernel_h * kernel_w * in_c bytes; NULL when every
+                                      window lies inside the input and is contiguous there (1x1, 1xN) */
 } emc_conv_params;
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
@@ -70,11 +76,38 @@ typedef struct {
     int32_t rows, in_features, out_features;
     int32_t in_zp, out_zp, act_min, act_max;
     const int8_t *weights;         /* [out_features][in_features] */
-    const int32_t *bias, *mult, *shift;
+    const int32_t *kbias;          /* bias - in_zp * sum of the row's weights */
+    const int32_t *bias, *mult, *shift;   /* bias NULL unless EMC_USE_CMSIS_NN */
     const int8_t *lut;
 } emc_dense_params;
 
 void emc_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out);
+
+#if defined(__GNUC__)
+#define EMC_NOINLINE __attribute__((noinline))
+#else
+#define EMC_NOINLINE
+#endif
+
+/* What turns a folded int32 accumulator into an output code: per-channel requantisation, clamp, optional table. */
+typedef struct {
+    const int32_t *kbias, *mult, *shift;
+    int32_t out_zp, act_min, act_max;
+    const int8_t *lut;
+} emc_epilogue;
+
+static inline int8_t emc_epilogue_s8(const emc_epilogue *e, int32_t acc, int32_t oc)
+{
+    const int8_t q = emc_requant8(acc, e->mult[oc], e->shift[oc], e->out_zp, e->act_min, e->act_max);
+    return e->lut ? e->lut[(int32_t)q + 128] : q;
+}
+
+/* Dot products (emc_dot.c): acc[j] += sum_k x[k] * w[j * stride + k] for j < 4; one channel; and every output
+ * channel of a pixel (weights [channels][n]) through the epilogue into out[0..channels). */
+void emc_dot4_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t stride, int32_t *acc);
+int32_t emc_dot1_s8(const int8_t *x, const int8_t *w, int32_t n, int32_t acc);
+void emc_dot_channels_s8(const int8_t *x, const int8_t *weights, int32_t n, int32_t channels,
+                         const emc_epilogue *e, int8_t *out);
 
 typedef struct {
     int32_t count, channels, in_zp, out_zp;
@@ -172,6 +205,14 @@ void emc_upsample_s8(const emc_upsample_params *p, const int8_t *in, int8_t *out
 /* Scratch memory for CMSIS-NN kernels, set by the generated model before it runs. */
 extern void *emc_cmsis_buf;
 extern int32_t emc_cmsis_buf_size;
+/* emc_cmsis.c: 1 when CMSIS-NN computed the layer, 0 when the portable kernel must. */
+int emc_cmsis_conv_s8(const emc_conv_params *p, const int8_t *in, int8_t *out, int depthwise);
+int emc_cmsis_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out);
+/* Scratch bytes CMSIS-NN's *_get_buffer_size functions ask for one layer (the generated
+ * <name>_cmsis_scratch_bytes() takes their maximum over the model). */
+int32_t emc_cmsis_conv_buffer_size(const emc_conv_params *p, int depthwise);
+int32_t emc_cmsis_dense_buffer_size(const emc_dense_params *p);
+int32_t emc_cmsis_pool_buffer_size(const emc_pool_params *p, int average);
 #endif
 
 #ifdef __cplusplus

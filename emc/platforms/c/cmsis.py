@@ -1,0 +1,56 @@
+"""What emc's CMSIS-NN build (-DEMC_USE_CMSIS_NN) needs from the generator: the scratch buffer's size.
+
+cmsis_scratch_bytes() is the maximum over the layers of what CMSIS-NN's own *_get_buffer_size functions return
+on a Cortex-M with the DSP extension (M4, M7, M33), for the entry points emc_cmsis.c calls: on cores without it
+they ask for no more. The generated <name>_cmsis_scratch_bytes() asks CMSIS-NN itself on the target; the CMSIS-NN
+test checks the two agree, and <NAME>_CMSIS_SCRATCH_SIZE can be overridden for other cores (Helium / MVE).
+"""
+
+
+def _align4(n):
+    return (n + 3) // 4 * 4
+
+
+def step_scratch_bytes(step):
+    """CMSIS-NN's scratch for one step on a DSP core (0 for steps CMSIS-NN does not run)."""
+    p = step.params
+    if step.kind in ("conv2d", "depthwise_conv2d") and tuple(p["dilation"]) != (1, 1):
+        return 0                                                  # the portable kernel runs dilated convolutions
+    if step.kind == "conv2d":
+        kh, kw = p["kernel"]
+        if (kh, kw) == (1, 1) and tuple(p["pad"]) == (0, 0):
+            return 0                                              # arm_convolve_1x1_s8(_fast): no columns (GCC)
+        return 2 * _align4(kh * kw * p["in_shape"][2]) * 2       # arm_convolve_s8 / 1_x_n: two q15 columns
+    if step.kind == "depthwise_conv2d":
+        kh, kw = p["kernel"]
+        if p["depth_mult"] != 1:
+            return 0                                              # arm_depthwise_conv_s8
+        if (kh, kw) == (3, 3) and p["pad"][0] <= 1 and p["pad"][1] <= 1:
+            return 0                                              # arm_depthwise_conv_3x3_s8
+        return p["in_shape"][2] * kh * kw * 2                     # arm_depthwise_conv_s8_opt: q15 window
+    if step.kind == "avg_pool":
+        return 4 * p["in_shape"][2]                               # arm_avgpool_s8: int32 sums per channel
+    return 0                                                      # fully connected, max pool: none on DSP
+
+
+def cmsis_scratch_bytes(steps):
+    return max((step_scratch_bytes(s) for s in steps), default=0)
+
+
+BUFFER_CALLS = {
+    "conv2d": "emc_cmsis_conv_buffer_size(&{p}, 0)",
+    "depthwise_conv2d": "emc_cmsis_conv_buffer_size(&{p}, 1)",
+    "dense": "emc_cmsis_dense_buffer_size(&{p})",
+    "avg_pool": "emc_cmsis_pool_buffer_size(&{p}, 1)",
+    "max_pool": "emc_cmsis_pool_buffer_size(&{p}, 0)",
+}
+
+
+def scratch_function(name, steps):
+    """C lines of int32_t <name>_cmsis_scratch_bytes(void): CMSIS-NN's own answer, maximum over the layers."""
+    lines = ["#ifdef EMC_USE_CMSIS_NN",
+             f"int32_t {name}_cmsis_scratch_bytes(void)", "{", "    int32_t need = 0, b;"]
+    for i, step in enumerate(steps):
+        if step.kind in BUFFER_CALLS:
+            lines.append(f"    b = {BUFFER_CALLS[step.kind].format(p=f'L{i}_p')}; if (b > need) need = b;")
+    return lines + ["    return need;", "}", "#endif", ""]

@@ -9,8 +9,9 @@ import logging
 
 import numpy as np
 
-from ....errors import QuantizationError
+from ....errors import EmcError, QuantizationError
 from ....graph import preact_name
+from ..chip.cpu_math import pool_wraps
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
 from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
                        sole_consumer)
@@ -378,8 +379,13 @@ class Lowering:
         return out
 
     def max_pool(self, name, u8, in_chw, out_hw, kernel, strides, pads, quant):
-        """QUANTIZED_MAX_POOL2D: window origin = out * stride - pad (top, left); out-of-map samples skipped."""
+        """QUANTIZED_MAX_POOL2D: window origin = out * stride - pad (top, left); out-of-map samples skipped.
+
+        emc never emits a window that starts 2+ pixels past the map's edge: kpu.c's unsigned window end makes
+        such a window read the next row / channel instead of nothing (chip/cpu_math.pool_window_axis)."""
         c = in_chw[0]
+        if self.version == 3 and pool_wraps(in_chw[1:], out_hw, kernel, strides, pads):
+            raise EmcError(f"internal: '{name}' would emit a QUANTIZED_MAX_POOL2D whose windows wrap in kpu.c")
         out = self.buffer(name, MAIN, U8, (c,) + tuple(out_hw), quant)
         self.emit("QUANTIZED_MAX_POOL2D", name, [u8], [out], in_chw=in_chw, out_chw=(c,) + tuple(out_hw),
                   kernel=kernel, strides=strides, pads=pads)
@@ -391,8 +397,14 @@ class Lowering:
         c, h, w = in_chw
         top, bottom, left, right = pads
         out_hw = (h + top + bottom, w + left + right)
-        if self.version == 3:
-            return self.max_pool(name, u8, in_chw, out_hw, (1, 1), (1, 1), (top, left), quant)
+        if self.version == 3:             # one trailing row / column per pass: a 2nd would wrap in kpu.c
+            passes = max(bottom, right, 1)
+            for i in range(passes):
+                step_hw = (h + (top if i == 0 else 0) + (bottom > i), w + (left if i == 0 else 0) + (right > i))
+                u8 = self.max_pool(name if i == passes - 1 else f"{name}:pad{i}", u8, (c, h, w), step_hw, (1, 1),
+                                   (1, 1), (top, left) if i == 0 else (0, 0), quant)
+                h, w = step_hw
+            return u8
         out = self.buffer(name, MAIN, U8, (c,) + out_hw, quant)
         self.emit_v4("pad", name, [u8], [out], in_shape=(1, c, h, w), pad_value=code,
                      paddings=((0, 0), (0, 0), (top, bottom), (left, right)))

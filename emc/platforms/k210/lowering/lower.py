@@ -342,24 +342,35 @@ class Lowering:
 
     def download_input(self, v):
         """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy)."""
-        if v.quant is None:
+        quant = v.quant or self._pixel_quant(v)
+        if quant is None:
             self.problem(v.name, "the input feeds a CPU layer, which needs one (scale, zero point) for all "
                                  "channels and an integer zero point; put a conv first or use img_0_1/img_0_255")
             return self.buffer(v.name, MAIN, U8, v.chw)
         c, h, w = v.chw
-        zp = v.quant.zero_point
+        zp = quant.zero_point
         weights = np.eye(c, dtype=np.uint8).reshape(c, c, 1, 1)
         x_start = [SEG0_X, -zp] + [UNUSED_X + i for i in range(2, SEGMENTS)]
         table = ActTable(x_start, [0, 1] + [0] * 14, [0] * 16, [0, 0] + [255] * 14, 0, "exact", "identity")
-        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c), in_quant=v.quant,
-                               out_quant=v.quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
+        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c), in_quant=quant,
+                               out_quant=quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
                                pad_value=zp, bn_mul=np.ones(c, np.int64), bn_shift=np.zeros(c, np.int64),
                                bn_add=np.zeros(c, np.int64), act=table, kernel_size=1, depthwise=False, c_in=c,
                                c_out=c)
-        out = self.buffer(v.name + ":copy", KPU, U8, (c, h, w), v.quant)
+        out = self.buffer(v.name + ":copy", KPU, U8, (c, h, w), quant)
         layer = self.emit("K210_CONV", v.name, [v.forms[KPU]], [out], macs=c * c * h * w, weight_bytes=c * c,
                           conv=params, pool=0, in_chw=(c, h, w), out_chw=(c, h, w))
         return self.stream_out(layer)
+
+    @staticmethod
+    def _pixel_quant(v):
+        """The camera pixels' own codes (scale 1, the rounded zero point) for an input whose pixel -> float mapping
+        has a fractional zero point (img_neg1_1: 127.5): a conv that folds the mapping in (fold_input_transform)
+        reads the copied pixels in these units; None for any other input."""
+        if v.affine is None:
+            return None
+        scale, offset = (np.asarray(a, np.float64) for a in v.affine)
+        return Quant(1.0, int(np.clip(round(float(np.mean(-offset / scale))), 0, 255)))
 
     def upload(self, name, u8, chw, quant):
         out = self.buffer(name + ":kpu", KPU, U8, chw, quant)

@@ -123,7 +123,7 @@ def kpu_conv(ctx, node, plan):
     elif plan.inherit:
         x, in_chw = src.raw, src.raw.chw
     elif any(plan.prepad):
-        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q)
+        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q, plan.blind_pad)
         if x is None:
             return
     else:
@@ -164,10 +164,11 @@ def kpu_conv(ctx, node, plan):
         softmax(ctx, node, ctx.values.pop(name))
 
 
-def prepadded(ctx, node, src, pads, in_q):
+def prepadded(ctx, node, src, pads, in_q, blind=False):
     """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
-    quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0."""
-    if ctx.version == 3 and in_q.zero_point != 0:
+    quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0 -- right for any
+    quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4)."""
+    if ctx.version == 3 and in_q.zero_point != 0 and not blind:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
                           f"point {in_q.zero_point}; pad a non-negative tensor (after a relu), use padding='same' "
                           f"or kmodel v4")

@@ -6,6 +6,7 @@ problem a model has on the K210 before anything is written; convert() returns a 
 import logging
 
 from ...errors import EmcError, PlatformLimitError
+from ...passes.channels import split_channels
 from .artefact import K210Artefact, build_report
 from .lowering.lower import Lowering
 from .lowering.planner import K210_SRAM, plan_memory
@@ -15,6 +16,7 @@ from .v4.writer import KModelV4Writer, stored_input_shape, to_v4
 
 log = logging.getLogger(__name__)
 PLATFORM = "k210"
+GRAPH_PASSES = (split_channels,)      # before calibration: a KPU layer takes at most 1024 channels
 
 
 class _Ranges:

@@ -10,6 +10,13 @@ def fma32(a, b, c):
     return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(np.float32)
 
 
+def exact_f32(fn, x):
+    """A transcendental function of float32 values rounded from float64: what glibc's correctly rounded expf gives
+    (numpy's own float32 exp is not correctly rounded on every CPU)."""
+    with np.errstate(all="ignore"):
+        return fn(np.asarray(x, np.float64)).astype(np.float32)
+
+
 def roundf(x):
     """C roundf: half away from zero."""
     x = np.asarray(x, np.float64)

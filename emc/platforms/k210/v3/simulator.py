@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ....errors import EmcError, KModelFormatError
-from ..chip.cpu_math import carry_shift, dot_fma, fma32, pool_window_axis, pool_wraps, roundf
+from ..chip.cpu_math import carry_shift, dot_fma, exact_f32, fma32, pool_window_axis, pool_wraps, roundf
 from ..chip.device_input import to_device_layout
 from ..chip.kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_rows, kpu_upload
 from ..chip.layer_types import LAYER_TYPES
@@ -420,7 +420,7 @@ def softmax(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
     top = np.fmax.reduce(np.concatenate([[np.float32(1.17549435e-38)], x]).astype(np.float32))
-    e = np.exp((x - top).astype(np.float32)).astype(np.float32)
+    e = exact_f32(np.exp, (x - top).astype(np.float32))
     s = _sequential_sums(e[None, :])[0]
     return m.put(b.main_mem_out_address, (e / s).astype(np.float32), "main_mem_out_address")
 
@@ -429,7 +429,7 @@ def softmax(m, layer):
 def logistic(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
-    return m.put(b.main_mem_out_address, (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32),
+    return m.put(b.main_mem_out_address, (np.float32(1) / (np.float32(1) + exact_f32(np.exp, -x))).astype(np.float32),
                  "main_mem_out_address")
 
 

@@ -11,6 +11,7 @@ zero gives -1, float -> int conversions saturate.
 import numpy as np
 
 from .describe import windowed
+from ..chip.cpu_math import exact_f32  # noqa: F401  (re-exported for ops_math)
 from ..chip.layer_types import OPCODE_BY_NAME
 
 EXECUTORS = {}                # opcode -> fn(machine, node) -> the node's output array
@@ -86,12 +87,6 @@ def to_uint8_saturating(v):
     v = np.asarray(v, np.float64)
     v = np.where(np.isnan(v), 255, v)
     return np.clip(v, 0, 255).astype(np.uint8)
-
-
-def exact_f32(fn, x):
-    """A transcendental function of float32 values rounded from float64 (what a correctly rounded libm gives)."""
-    with np.errstate(all="ignore"):
-        return fn(np.asarray(x, np.float64)).astype(F32)
 
 
 def taps(m, size, out, filt, stride, dilation, before):

@@ -81,3 +81,18 @@ def test_cifar_style_cnn_with_batchnorm_after_activation(platform, version):
     float_out, device_out = art.graph.run(x)[0], art.simulate(x)[0]
     assert input_dependence(float_out) > 0.05
     assert cosine(float_out, device_out) >= 0.99
+
+
+def test_memory_refusal_names_the_biggest_weights_and_carries_the_report():
+    from emc import layers as L
+    from emc.graph import Graph
+    rng = np.random.default_rng(2)
+    g = Graph()
+    i = g.add_input((8, 8, 3))
+    c = g.add(L.Conv2D(rng.normal(size=(3, 3, 3, 16)).astype(np.float32), None, pads=(1, 1, 1, 1)), i)
+    g.set_outputs(g.add(L.Dense(rng.normal(size=(1024, 600)).astype(np.float32), None), g.add(L.Flatten(), c)))
+    x = smooth_images((8, 8, 3), 4, rng)
+    with pytest.raises(emc.PlatformLimitError, match=r"exceed the 200,000 bytes of SRAM; biggest weights: "
+                                                     r"'dense' \(.*\) [0-9,]+ B.*biggest main-memory tensors: '") as e:
+        emc.convert(g, platform="k210", dataset=x, version=3, ram_limit=200_000)
+    assert "K210 kmodel v3" in str(e.value.report) and "dense" in str(e.value.report)

@@ -36,6 +36,12 @@ def kpu_or_cpu_conv(ctx, node, plan):
         ctx.notes.append(f"'{node.name}' runs on the CPU in float32 (kmodel v4 conv2d): {'; '.join(plan.problems)}")
         cpu_conv(ctx, node, plan)
         return
+    if plan.problems and ctx.version == 3 and len(ctx.graph[node.inputs[0]].shape) == 3:
+        in_shapes = [ctx.graph[s].shape for s in node.inputs]
+        macs = node.op.macs(in_shapes, node.shape)
+        plan.problems = [f"{text}; or convert with --version 4 (version=4), which runs it on the CPU as a float32 "
+                         f"conv2d: {macs:,} float MACs per image, far slower than the KPU, and "
+                         f"{np.asarray(plan.kernel).size * 4:,} bytes of float32 weights" for text in plan.problems]
     kpu_conv(ctx, node, plan)
 
 

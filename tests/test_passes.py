@@ -140,3 +140,14 @@ def test_noops_are_removed():
     assert opt[list(opt.nodes)[1]].op.pads == (0, 1, 0, 0)
     x = rnd(3, 6, 6, 2)
     assert rel_l2(opt.run(x)[0], g.run(x)[0]) < 1e-5
+
+
+def test_batchnorm_sinks_below_a_max_pool_when_the_next_conv_pads():
+    """Conv-ReLU-BN-MaxPool-Conv('same'): the BN cannot fold (padding), but moves below the pool, which then
+    follows the conv directly (a platform fuses it); a negative scale keeps the order."""
+    g = conv_relu_bn((1, 1, 1, 1), between=L.Pool2D("max", 2))
+    opt = passes.optimize(g)
+    assert [n.op.kind for n in opt] == ["input", "conv2d", "pool2d", "batch_norm", "conv2d"]
+    check_same(g, opt)
+    g = conv_relu_bn((1, 1, 1, 1), scale=np.array([1.0, -0.5, 2.0, 1.0], np.float32), between=L.Pool2D("max", 2))
+    assert [n.op.kind for n in passes.optimize(g)] == ["input", "conv2d", "batch_norm", "pool2d", "conv2d"]

@@ -63,6 +63,42 @@ def _folded(op, scale, shift):
     return new
 
 
+def sink_affine_below_pools(graph):
+    """BatchNorm / Rescale -> pool becomes pool -> BatchNorm / Rescale when they commute (see the module docstring):
+    the pool then sits right after the conv before it, where a platform can fuse it (the KPU pools inside the conv
+    instead of a CPU pool on a float copy), and the affine op works on the smaller map. Both keep their names; the
+    pool's readers now read the affine op, which gives what the pool gave."""
+    count = 0
+    order = list(graph.nodes)
+    for name in order:
+        node = graph.nodes.get(name)
+        if node is None or not isinstance(node.op, (BatchNorm, Rescale)) or len(node.shape) != 3:
+            continue
+        readers = graph.consumers(name)
+        if len(readers) != 1 or name in graph.outputs:
+            continue
+        pool = graph[readers[0]]
+        positive = bool(np.all(np.asarray(node.op.scale) > 0))
+        if not isinstance(pool.op, Pool2D) or not _commutes(pool.op, positive) or pool.name in graph.outputs:
+            continue
+        _swap(graph, node, pool)
+        count += 1
+    return count
+
+
+def _swap(graph, affine, pool):
+    """affine -> pool becomes pool -> affine, in the same two places of the node order."""
+    source = affine.inputs[0]
+    for other in graph.nodes.values():
+        other.inputs = [affine.name if s == pool.name else s for s in other.inputs]
+    pool.inputs, affine.inputs = [source], [pool.name]
+    affine.shape = pool.shape
+    items = list(graph.nodes.items())
+    i, j = [k for k, (name, _) in enumerate(items) if name in (affine.name, pool.name)]
+    items[i], items[j] = items[j], items[i]
+    graph.nodes = dict(items)
+
+
 def fold_affine_forward(graph):
     """BatchNorm / Rescale -> [flatten, pools] -> conv/depthwise/dense: fold into the consumer when exact."""
     count = 0

@@ -111,6 +111,7 @@ def mobilenet_v2_rows(images, alphas=(0.35, 1.0), versions=(3, 4)):
     """One row per (alpha, version): conversion time, max RSS, file, KPU RAM peak, main memory, KPU share of
     MACs, float-vs-device cosine on 8 images (img_neg1_1, 32 calibration images)."""
     from emc.convert import convert
+    from emc.errors import PlatformLimitError
     data = (images[:32] * 2.0 - 1.0).astype(np.float32)
     print("MobileNetV2 224, img_neg1_1, 32 calibration images")
     print(f"{'model':<22}{'v':>2}{'convert s':>11}{'max RSS MiB':>13}{'file B':>12}{'KPU RAM B':>12}"
@@ -119,7 +120,11 @@ def mobilenet_v2_rows(images, alphas=(0.35, 1.0), versions=(3, 4)):
         model = keras_applications_mobilenet_v2(data[:8], alpha)
         for version in versions:
             start = time.perf_counter()
-            art = convert(model, dataset=data, dataset_func="img_neg1_1", max_samples=32, version=version)
+            try:
+                art = convert(model, dataset=data, dataset_func="img_neg1_1", max_samples=32, version=version)
+            except PlatformLimitError as err:
+                print(f"{'MobileNetV2 ' + str(alpha):<22}{version:>2}  refused: {err}", flush=True)
+                continue
             seconds = time.perf_counter() - start
             rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
             t = art.report.totals

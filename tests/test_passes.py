@@ -151,3 +151,30 @@ def test_batchnorm_sinks_below_a_max_pool_when_the_next_conv_pads():
     check_same(g, opt)
     g = conv_relu_bn((1, 1, 1, 1), scale=np.array([1.0, -0.5, 2.0, 1.0], np.float32), between=L.Pool2D("max", 2))
     assert [n.op.kind for n in passes.optimize(g)] == ["input", "conv2d", "batch_norm", "pool2d", "conv2d"]
+
+
+def test_split_channels_by_count_and_by_map_size():
+    """Over `limit` channels: ranges ending in a concat; over max_map_bytes with a summing conv after the
+    channel-wise layers: ranges laid out one after the other, partial convs and a sum. Float results equal."""
+    from emc.passes.channels import split_channels
+    g = Graph()
+    i = g.add_input((6, 6, 3))
+    wide = g.add(L.Conv2D(rnd(1, 1, 3, 10), rnd(10), activation=L.activations.Act("relu")), i)
+    g.set_outputs(g.add(L.Pool2D("max", 2), wide))
+    work = g.copy()
+    assert split_channels(work, limit=4) == 1
+    assert [n.name for n in work if n.op.kind == "conv2d"] == ["conv2d:0-4", "conv2d:4-8", "conv2d:8-10"]
+    x = rnd(3, 6, 6, 3)
+    assert rel_l2(work.validate().run(x)[0], g.run(x)[0]) < 1e-6
+
+    g = Graph()
+    i = g.add_input((8, 8, 3))
+    e = g.add(L.Conv2D(rnd(1, 1, 3, 16), rnd(16), activation=L.activations.Act("relu6")), i, "expand")
+    d = g.add(L.DepthwiseConv2D(rnd(3, 3, 16, 1), rnd(16), strides=2, pads=(0, 1, 0, 1)), e, "dw")
+    g.set_outputs(g.add(L.Conv2D(rnd(1, 1, 16, 5), rnd(5), activation=L.activations.Act("relu")), d, "project"))
+    work = g.copy()
+    assert split_channels(work, limit=1024, max_map_bytes=8 * 8 * 8) == 1
+    assert [n.name for n in work][1:] == ["expand:0-8", "dw:0-8", "project:0-8", "expand:8-16", "dw:8-16",
+                                          "project:8-16", "project:sum", "project"]
+    x = rnd(3, 8, 8, 3)
+    assert rel_l2(work.validate().run(x)[0], g.run(x)[0]) < 1e-5

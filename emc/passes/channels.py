@@ -24,6 +24,24 @@ def _ranges(channels, limit):
     return [(start, min(start + limit, channels)) for start in range(0, channels, limit)]
 
 
+def _map_bytes(shape):
+    """Bytes of an (H, W, C) map in a KPU-like layout (rows padded to 64 bytes); 0 for a vector."""
+    if len(shape) != 3:
+        return 0
+    h, w, c = shape
+    return h * -(-w // 64) * 64 * c if w > 32 else h * w * c
+
+
+def _chunk(node, limit, max_map_bytes):
+    """Channels per part: at most `limit`, and (when max_map_bytes is set) small enough that a part's map fits."""
+    channels = node.shape[-1]
+    if max_map_bytes and _map_bytes(node.shape) > max_map_bytes:
+        parts = -(-_map_bytes(node.shape) // max_map_bytes)
+        per = -(-channels // parts)
+        limit = min(limit, -(-per // 4) * 4 if per > 4 else per)
+    return limit
+
+
 def _out_slice(op, lo, hi):
     """The op restricted to output channels lo..hi (conv / dense / depthwise / affine)."""
     new = op.copy()
@@ -77,19 +95,26 @@ def _plan(graph, node, limit):
         return chain, None
 
 
-def split_channels(graph, limit=1024):
-    """Rewrite every layer with more than `limit` output channels as described in the module docstring; returns
-    how many layers were split. The graph is rebuilt in order (the new layers sit where the old ones were)."""
+def split_channels(graph, limit=1024, max_map_bytes=None):
+    """Rewrite every layer with more than `limit` output channels as described in the module docstring; with
+    max_map_bytes, also a conv whose output map is bigger (split in as many equal channel ranges as it takes) when
+    a conv reading the parts sums them. Returns how many layers were split. The graph is rebuilt in order (the new
+    layers sit where the old ones were)."""
     jobs = {}
     for node in graph:
-        if _wide(graph, node, limit) and node.name not in jobs:
-            chain, terminal = _plan(graph, node, limit)
-            jobs[node.name] = (chain, terminal)
+        if node.name in jobs or not isinstance(node.op, (Conv2D, Dense)):
+            continue
+        chunk = _chunk(node, limit, max_map_bytes)
+        if not _wide(graph, node, chunk):
+            continue
+        chain, terminal = _plan(graph, node, limit)
+        if chunk < limit and node.shape[-1] <= limit and terminal is None:
+            continue                        # split for its size only: needs a conv that sums the parts
+        jobs[node.name] = (chain, terminal, chunk)
     if not jobs:
         return 0
-    replaced = {}                       # old name -> list of part names (ranges) or a single new name
-    skip = {n.name for chain, term in jobs.values() for n in chain} | \
-        {term.name for _, term in jobs.values() if term is not None}
+    skip = {n.name for chain, term, _ in jobs.values() for n in chain} | \
+        {term.name for _, term, _ in jobs.values() if term is not None}
     new = Graph(graph.name)
     rename = {}
     for node in graph:
@@ -102,18 +127,20 @@ def split_channels(graph, limit=1024):
             else:
                 rename[node.name] = new.add(node.op, inputs, node.name)
             continue
-        chain, terminal = jobs[node.name]
-        ranges = _ranges(node.shape[-1], limit)
-        parts = [new.add(_out_slice(node.op, lo, hi), inputs, f"{node.name}:{lo}-{hi}") for lo, hi in ranges]
-        for link in chain:
-            parts = [new.add(_out_slice(link.op, lo, hi), [p], f"{link.name}:{lo}-{hi}")
-                     for p, (lo, hi) in zip(parts, ranges)]
+        chain, terminal, chunk = jobs[node.name]
+        ranges = _ranges(node.shape[-1], chunk)
+        ends, partial = [], []
+        for i, (lo, hi) in enumerate(ranges):          # range by range: one range's maps are freed before the next
+            part = new.add(_out_slice(node.op, lo, hi), inputs, f"{node.name}:{lo}-{hi}")
+            for link in chain:
+                part = new.add(_out_slice(link.op, lo, hi), [part], f"{link.name}:{lo}-{hi}")
+            ends.append(part)
+            if terminal is not None:
+                partial.append(new.add(_in_slice(terminal.op, lo, hi, i == 0), [part], f"{terminal.name}:{lo}-{hi}"))
         last = chain[-1].name if chain else node.name
         if terminal is None:
-            rename[last] = new.add(Concat(-1), parts, last)
+            rename[last] = new.add(Concat(-1), ends, last)
             continue
-        partial = [new.add(_in_slice(terminal.op, lo, hi, i == 0), [p], f"{terminal.name}:{lo}-{hi}")
-                   for i, (p, (lo, hi)) in enumerate(zip(parts, ranges))]
         act = terminal.op.activation
         total = new.add(Elementwise("add"), partial, terminal.name if act.is_linear else f"{terminal.name}:sum")
         if not act.is_linear:

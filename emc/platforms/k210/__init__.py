@@ -3,6 +3,7 @@
 TABLE (graph op kind -> generator) is the source of the supported-layers list; check(graph) lists every
 problem a model has on the K210 before anything is written; convert() returns a K210Artefact.
 """
+import functools
 import logging
 
 from ...errors import EmcError, PlatformLimitError
@@ -16,7 +17,9 @@ from .v4.writer import KModelV4Writer, stored_input_shape, to_v4
 
 log = logging.getLogger(__name__)
 PLATFORM = "k210"
-GRAPH_PASSES = (split_channels,)      # before calibration: a KPU layer takes at most 1024 channels
+# before calibration: a KPU layer takes at most 1024 channels, and a conv whose map takes over 1 MiB of the KPU's
+# 2 MiB is split in channel ranges when a conv after it sums them (MobileNetV2 1.0's 96x112x112 expansions)
+GRAPH_PASSES = (functools.partial(split_channels, max_map_bytes=1 << 20),)
 
 
 class _Ranges:

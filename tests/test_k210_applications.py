@@ -77,7 +77,7 @@ def test_cifar_style_cnn_with_batchnorm_after_activation(platform, version):
     options = {} if version is None else {"version": version}
     art = emc.convert(model, platform=platform, dataset=x, **options)
     kinds = [n.op.kind for n in art.graph]
-    assert kinds.count("batch_norm") <= 4 and kinds.count("pool2d") == 4     # last BN folded into the dense, no-op pool gone
+    assert kinds.count("batch_norm") <= 4 and kinds.count("pool2d") == 4     # last BN folded, no-op pool gone
     float_out, device_out = art.graph.run(x)[0], art.simulate(x)[0]
     assert input_dependence(float_out) > 0.05
     assert cosine(float_out, device_out) >= 0.99

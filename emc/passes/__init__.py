@@ -10,8 +10,8 @@ log = logging.getLogger(__name__)
 # no-ops go first (a MaxPooling2D(1) between a conv and its BatchNorm would block the fold); BatchNorm folds into
 # the layer before it when it can, else it moves below the pools it commutes with and folds into the layer after
 # it when exact; activations fuse last, and platforms then fuse the pools that became adjacent to a conv
-DEFAULT_PASSES = (drop_identity, remove_noops, fold_padding, fold_batchnorm, sink_affine_below_pools, fold_affine_forward,
-                  fuse_activation)
+DEFAULT_PASSES = (drop_identity, remove_noops, fold_padding, fold_batchnorm, sink_affine_below_pools,
+                  fold_affine_forward, fuse_activation)
 
 
 def optimize(graph, passes=DEFAULT_PASSES):

@@ -298,10 +298,10 @@ class KModelV3:
                            (b.kernel_height, b.kernel_width), (b.stride_height, b.stride_width),
                            (b.padding_height, b.padding_width))
             if n:
-                found.append(f"layer {layer.index} ({layer.name}): {n} window(s) per channel start 2+ pixels past "
-                             f"the {b.in_shape.height}x{b.in_shape.width} input; kpu.c's unsigned window end makes "
-                             f"them read the next row / channel and, in the last channel, main memory past the "
-                             f"input (emc simulates this; the result depends on those bytes)")
+                found.append(f"WARNING: layer {layer.index} ({layer.name}): {n} window(s) per channel start 2+ "
+                             f"pixels past the {b.in_shape.height}x{b.in_shape.width} input; kpu.c's unsigned window "
+                             f"end makes them read the next row / channel and, in the last channel, main memory past "
+                             f"the input (emc simulates this; the result depends on those bytes)")
         return found
 
     def __str__(self):

@@ -69,7 +69,10 @@ def _biggest(layers, count=3):
 
 def check(graph, calibration=None, input_transform=None, softmax=False, dequantize=True, dense="auto", version=3):
     """Every problem the K210 (kmodel v3 for the stock SDK, or v4 for nncase v0.2's runtime) has with this
-    optimized graph; [] when it converts."""
+    optimized graph (GRAPH_PASSES are applied to a copy first, as convert's caller does); [] when it converts."""
+    graph = graph.copy()
+    for rewrite in GRAPH_PASSES:
+        rewrite(graph)
     low, _, _ = _lower(graph, calibration or _Ranges(), input_transform, softmax, dequantize, dense, version)
     return list(low.problems)
 

@@ -3,6 +3,7 @@ kmodel v3 and v4, and keras.applications' TF-'same' MobileNet too: conversion ti
 time per image; and the Maix-EMC cifar comparison (emc's v3 and v4 against Maix-EMC's board kmodel).
 
 Targets: conversion < 60 s and < 3 GB, simulation < 3 s per image. Run: python bench/bench_k210.py
+(`--mobilenet-v2`: only the keras.applications MobileNetV2 alpha 0.35 / 1.0 rows, v3 and v4).
 """
 import os
 import pathlib
@@ -97,6 +98,44 @@ def bench_conversion(model, data, version, label, show_report=False):
     return seconds, rss, per_image
 
 
+def keras_applications_mobilenet_v2(probe, alpha, seed=0):
+    """keras.applications.MobileNetV2 at 224 (1280-channel Conv_1 and a 1280x1000 head), seeded weights,
+    BatchNorm statistics from the probe images as the model sees them (x / 127.5 - 1)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    model = keras.applications.MobileNetV2(alpha=alpha, input_shape=(224, 224, 3), weights=None)
+    return randomise_batchnorm(model, seed, probe * 2.0 - 1.0)
+
+
+def mobilenet_v2_rows(images, alphas=(0.35, 1.0), versions=(3, 4)):
+    """One row per (alpha, version): conversion time, max RSS, file, KPU RAM peak, main memory, KPU share of
+    MACs, float-vs-device cosine on 8 images (img_neg1_1, 32 calibration images)."""
+    from emc.convert import convert
+    from emc.errors import PlatformLimitError
+    data = (images[:32] * 2.0 - 1.0).astype(np.float32)
+    print("MobileNetV2 224, img_neg1_1, 32 calibration images")
+    print(f"{'model':<22}{'v':>2}{'convert s':>11}{'max RSS MiB':>13}{'file B':>12}{'KPU RAM B':>12}"
+          f"{'main mem B':>12}{'KPU MACs':>10}{'cosine':>9}")
+    for alpha in alphas:
+        model = keras_applications_mobilenet_v2(data[:8], alpha)
+        for version in versions:
+            start = time.perf_counter()
+            try:
+                art = convert(model, dataset=data, dataset_func="img_neg1_1", max_samples=32, version=version)
+            except PlatformLimitError as err:
+                print(f"{'MobileNetV2 ' + str(alpha):<22}{version:>2}  refused: {err}", flush=True)
+                continue
+            seconds = time.perf_counter() - start
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+            t = art.report.totals
+            sample = data[:8]
+            ref, sim = art.graph.run(sample)[0], art.simulate(sample)[0]
+            cos = float(np.sum(ref * sim) / np.linalg.norm(ref) / np.linalg.norm(sim))
+            print(f"{'MobileNetV2 ' + str(alpha):<22}{version:>2}{seconds:>11.1f}{rss:>13.0f}"
+                  f"{t['file size (bytes)']:>12,}{t['KPU RAM peak (bytes)']:>12,}{t['main memory (bytes)']:>12,}"
+                  f"{t['MACs on the KPU']:>10}{cos:>9.4f}", flush=True)
+
+
 def bench_cifar():
     import emc
     from emc.datasets import load_dataset
@@ -122,6 +161,9 @@ def bench_cifar():
 
 if __name__ == "__main__":
     images = calibration_images()
+    if sys.argv[1:] == ["--mobilenet-v2"]:
+        mobilenet_v2_rows(images)
+        sys.exit(0)
     mobilenet = mobilenet_v1(images[:8])
     bench_conversion(mobilenet, images, 3, "MobileNet v1 1.0 224 (ZeroPadding2D form)", show_report=True)
     bench_conversion(mobilenet, images, 4, "MobileNet v1 1.0 224 (ZeroPadding2D form)")

@@ -444,6 +444,8 @@ def main(argv=None):
     except (EmcError, OSError) as err:              # bad input, or files the system will not read / write
         if debug:
             raise
+        if getattr(err, "report", None) is not None:    # e.g. a model over the SRAM: where the bytes go
+            print(err.report, file=sys.stderr)
         print(f"emc: error: {_message(err)}", file=sys.stderr)
         return EXIT_USAGE
     except Exception as err:                       # a bug: say so in one line, the traceback with --debug

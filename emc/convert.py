@@ -30,14 +30,17 @@ def input_transform(dataset_func, mean=None, std=None):
 
 
 def prepare(net, dataset, dataset_func="img_0_1", quant_func="minmax", max_samples=256, seed=0,
-            mean=None, std=None, progress=False):
-    """Load + optimize the graph and calibrate it: returns (graph, calibration, calibration data)."""
+            mean=None, std=None, progress=False, platform_passes=()):
+    """Load + optimize the graph (plus a platform's own GRAPH_PASSES, e.g. the K210's channel split) and
+    calibrate it: returns (graph, calibration, calibration data)."""
     from .calibrate import calibrate
     from .datasets import load_dataset
     from .frontends import load_model
     from .passes import optimize
 
     graph = optimize(load_model(net))
+    for rewrite in platform_passes:
+        rewrite(graph)
     if len(graph.inputs) != 1:
         shapes = graph.input_shapes
     else:
@@ -60,7 +63,7 @@ def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_fu
     """
     target = platforms.get(platform)
     graph, calibration, data = prepare(net, dataset, dataset_func, quant_func, max_samples, seed, mean, std,
-                                       progress)
+                                       progress, getattr(target, "GRAPH_PASSES", ()))
     transform = input_transform(dataset_func, mean, std)
     artefact = target.convert(graph, calibration, quant_bit=quant_bit, input_transform=transform, **options)
     artefact.graph = graph

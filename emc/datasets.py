@@ -228,7 +228,39 @@ def load_dataset(dataset, input_shape, dataset_func="img_0_1", max_samples=None,
     else:
         array, source = dataset, "dataset array"
     array = _fit_shape(array, shape, source)
+    _check_range(array, shape, fn, source)
     return np.ascontiguousarray(array[_subset(len(array), max_samples, seed)])
+
+
+def _check_range(array, shape, fn, source):
+    """Image-shaped arrays are taken as the dataset function's output (e.g. pixel / 255 for img_0_1), and the
+    K210 maps camera pixels to the model's input with that function: 0..255 data calibrated as img_0_1 converts
+    without a word and the device then scores like chance. An array whose range contradicts the function (above
+    its top by half its span, or below its bottom by 0.2% of it) is an error naming the range and the fix. Image
+    folders go through the function and need no check; vectors and non-image shapes have no pixel mapping."""
+    transform = getattr(fn, "pixel_transform", None)
+    if transform is None or len(shape) != 3 or shape[-1] not in (1, 3) or not array.size:
+        return
+    scale, offset = transform
+    lo, hi = sorted((offset, 255.0 * scale + offset))
+    span = hi - lo
+    seen_lo, seen_hi = float(np.min(array)), float(np.max(array))
+    if seen_hi <= hi + 0.5 * span and seen_lo >= lo - 0.002 * span:
+        return
+    name = getattr(fn, "__name__", "the dataset function")
+    fits = [n for n, f in sorted(_FUNCS.items()) if getattr(f, "pixel_transform", None) is not None
+            and _covers(f.pixel_transform, seen_lo, seen_hi)]
+    hint = f"pass dataset_func={fits[0]!r} (--dataset-func {fits[0]})" if fits else \
+        "give the samples as the model takes them"
+    raise DatasetError(f"{source}: values range from {seen_lo:g} to {seen_hi:g}, but dataset function {name!r} "
+                       f"gives {lo:g}..{hi:g} (camera pixels p 0..255 as p * {scale:.6g} + {offset:g}); {hint}, "
+                       f"or rescale the array to {lo:g}..{hi:g}")
+
+
+def _covers(transform, seen_lo, seen_hi):
+    scale, offset = transform
+    lo, hi = sorted((offset, 255.0 * scale + offset))
+    return lo - 0.02 * (hi - lo) <= seen_lo and seen_hi <= hi + 0.02 * (hi - lo) and seen_hi > lo + 0.5 * (hi - lo)
 
 
 def _stack_list(items, shape, fn):

@@ -169,3 +169,21 @@ def test_iter_batches():
     assert len(pairs) == 2 and pairs[1][1].tolist() == [16, 17, 18, 19]
     with pytest.raises(emc.DatasetError, match="batch_size"):
         list(datasets.iter_batches(x, 0))
+
+
+def test_array_range_must_match_the_dataset_function(tmp_path):
+    """0..255 data with img_0_1 (the default) is an error naming the range and the fix; so are negatives with
+    img_0_255; matching data, vectors and image folders pass."""
+    pixels = np.random.default_rng(3).integers(0, 256, (4, 8, 8, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", pixels)
+    with pytest.raises(emc.DatasetError, match=r"x.npy: values range from 0 to 255.*'img_0_1' gives 0..1.*"
+                                               r"dataset_func='img_0_255'"):
+        datasets.load_dataset(str(tmp_path / "x.npy"), (8, 8, 3))
+    np.savez(tmp_path / "x.npz", x=pixels / 127.5 - 1)
+    with pytest.raises(emc.DatasetError, match=r"from -1 to .*'img_0_255'.*dataset_func='img_neg1_1'"):
+        datasets.load_dataset(str(tmp_path / "x.npz"), (8, 8, 3), dataset_func="img_0_255")
+    with pytest.raises(emc.DatasetError, match="'img_neg1_1' gives -1..1"):
+        datasets.load_dataset(pixels, (8, 8, 3), dataset_func="img_neg1_1")
+    assert datasets.load_dataset(pixels, (8, 8, 3), dataset_func="img_0_255").max() == pixels.max()
+    assert datasets.load_dataset(pixels / 255, (8, 8, 3)).shape == (4, 8, 8, 3)
+    assert datasets.load_dataset(pixels.reshape(4, -1), (192,)).max() == pixels.max()      # a vector: no pixel mapping

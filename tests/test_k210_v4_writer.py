@@ -83,7 +83,8 @@ def test_check_without_data_knows_the_version():
 
 
 def test_a_5x5_convolution_runs_on_the_cpu_in_v4_and_is_refused_by_v3():
-    art, data = refused_by_v3_converted_by_v4(five_by_five, "'five'.*5x5")
+    art, data = refused_by_v3_converted_by_v4(five_by_five, r"'five'.*5x5.*--version 4.*float32 conv2d: [0-9,]+ float "
+                                                            r"MACs")
     nodes = [node.name for node in art.model.nodes]
     assert nodes.count("conv2d") == 2 and "kpu_conv2d" in nodes            # 5x5s on the CPU, the 3x3 on the KPU
     assert any("'five' runs on the CPU" in note for note in art.report.notes)
@@ -268,8 +269,10 @@ def test_v4_still_lists_every_problem_before_writing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_layers_over_the_kpu_limits_run_on_the_cpu_in_v4():
-    """A dense layer on a map with 1100 outputs: over the KPU's 1024 channels, a float conv2d on the CPU."""
+@pytest.mark.parametrize("version", [3, 4])
+def test_layers_over_the_kpu_channel_limit_are_split(version):
+    """A dense layer on a map with 1100 outputs: over the KPU's 1024 channels, two KPU layers for channels 0-1023
+    and 1024-1099; the dense head reading them becomes two partial KPU layers and a quantized sum."""
     keras = pytest.importorskip("keras")
     from emc.convert import convert
     keras.utils.set_random_seed(7)
@@ -278,8 +281,10 @@ def test_layers_over_the_kpu_limits_run_on_the_cpu_in_v4():
     y = k.Dense(1100, activation="relu", name="wide")(k.Conv2D(4, 1, activation="relu")(x))
     model = keras.Model(x, k.Dense(3)(k.GlobalAveragePooling2D()(y)))
     data = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype(np.float32)
-    art = convert(model, dataset=data, version=4)
-    assert any("'wide' runs on the CPU" in note and "1024" in note for note in art.report.notes)
+    art = convert(model, dataset=data, version=version)
+    kpu = {r["layer"] for r in art.report.rows if r["unit"] == "KPU"}
+    assert {"wide:0-1024", "wide:1024-1100"} <= kpu
+    assert not any("runs on the CPU" in note for note in art.report.notes)
     assert cosine(art.graph.run(data)[0], art.simulate(data)[0]) >= 0.99
 
 

@@ -3,9 +3,11 @@
 TABLE (graph op kind -> generator) is the source of the supported-layers list; check(graph) lists every
 problem a model has on the K210 before anything is written; convert() returns a K210Artefact.
 """
+import functools
 import logging
 
 from ...errors import EmcError, PlatformLimitError
+from ...passes.channels import split_channels
 from .artefact import K210Artefact, build_report
 from .lowering.lower import Lowering
 from .lowering.planner import K210_SRAM, plan_memory
@@ -15,6 +17,9 @@ from .v4.writer import KModelV4Writer, stored_input_shape, to_v4
 
 log = logging.getLogger(__name__)
 PLATFORM = "k210"
+# before calibration: a KPU layer takes at most 1024 channels, and a conv whose map takes over 1 MiB of the KPU's
+# 2 MiB is split in channel ranges when a conv after it sums them (MobileNetV2 1.0's 96x112x112 expansions)
+GRAPH_PASSES = (functools.partial(split_channels, max_map_bytes=1 << 20),)
 
 
 class _Ranges:
@@ -49,9 +54,25 @@ def _lower(graph, calibration, input_transform, softmax, dequantize, dense, vers
     return low, layers, memory
 
 
+def _biggest(layers, count=3):
+    """The layers with the most weight bytes and the biggest main-memory tensors, as one phrase."""
+    weights = sorted((layer for layer in layers if layer.weight_bytes), key=lambda la: -la.weight_bytes)[:count]
+    tensors = {}
+    for layer in layers:
+        for buf in layer.outputs:
+            if buf.where == "main":
+                tensors[buf.name] = max(tensors.get(buf.name, 0), buf.nbytes)
+    big = sorted(tensors.items(), key=lambda kv: -kv[1])[:count]
+    return ("biggest weights: " + ", ".join(f"'{la.node}' ({la.type_name}) {la.weight_bytes:,} B" for la in weights)
+            + "; biggest main-memory tensors: " + ", ".join(f"'{n}' {b:,} B" for n, b in big))
+
+
 def check(graph, calibration=None, input_transform=None, softmax=False, dequantize=True, dense="auto", version=3):
     """Every problem the K210 (kmodel v3 for the stock SDK, or v4 for nncase v0.2's runtime) has with this
-    optimized graph; [] when it converts."""
+    optimized graph (GRAPH_PASSES are applied to a copy first, as convert's caller does); [] when it converts."""
+    graph = graph.copy()
+    for rewrite in GRAPH_PASSES:
+        rewrite(graph)
     low, _, _ = _lower(graph, calibration or _Ranges(), input_transform, softmax, dequantize, dense, version)
     return list(low.problems)
 
@@ -83,11 +104,14 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
                                 memory.main_bytes).to_bytes()
     else:
         kmodel = KModelV3Writer(layers, output_buffers, memory.main_bytes, memory.kpu_min_line).to_bytes()
-    if len(kmodel) + memory.main_bytes > ram_limit:
-        raise PlatformLimitError([f"the kmodel ({len(kmodel):,} bytes) and its main buffer "
-                                  f"({memory.main_bytes:,} bytes) exceed the {int(ram_limit):,} bytes of SRAM; "
-                                  f"use a smaller model (fewer channels, smaller dense layers)"], platform=PLATFORM)
     report = build_report(name, low, layers, memory, kmodel, version)
+    if len(kmodel) + memory.main_bytes > ram_limit:
+        err = PlatformLimitError([f"the kmodel ({len(kmodel):,} bytes) and its main buffer "
+                                  f"({memory.main_bytes:,} bytes) exceed the {int(ram_limit):,} bytes of SRAM; "
+                                  f"{_biggest(layers)}; use a smaller model (fewer channels, smaller dense layers)"],
+                                 platform=PLATFORM)
+        err.report = report                       # the CLI prints it before the error line
+        raise err
     producers = {id(buf): layer.index for layer in layers for buf in layer.outputs}
     outputs = [(out_name, info["shape"], info["layout"], info["dtype"], info.get("quant"), producers.get(id(buf)))
                for out_name, buf, info in low.outputs]

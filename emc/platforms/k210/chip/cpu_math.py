@@ -10,6 +10,13 @@ def fma32(a, b, c):
     return (np.asarray(a, np.float64) * np.asarray(b, np.float64) + np.asarray(c, np.float64)).astype(np.float32)
 
 
+def exact_f32(fn, x):
+    """A transcendental function of float32 values rounded from float64: what glibc's correctly rounded expf gives
+    (numpy's own float32 exp is not correctly rounded on every CPU)."""
+    with np.errstate(all="ignore"):
+        return fn(np.asarray(x, np.float64)).astype(np.float32)
+
+
 def roundf(x):
     """C roundf: half away from zero."""
     x = np.asarray(x, np.float64)
@@ -44,7 +51,22 @@ def carry_shift(v, shift):
     return np.where(odd, np.where(v >= 0, (t >> 1) + 1, (t >> 1) - 1), t >> 1)
 
 
-def exact_f32(fn, x):
-    """A transcendental function of float32 values rounded from float64 (what a correctly rounded libm gives)."""
-    with np.errstate(all="ignore"):
-        return fn(np.asarray(x, np.float64)).astype(np.float32)
+def pool_window_axis(size, out, kernel, stride, pad):
+    """kpu.c's CPU pool windows along one axis: (origin, first tap, end tap) per output position.
+
+    The SDK's QUANTIZED_MAX_POOL2D and AVERAGE_POOL2D compute `end = min(kernel, size - origin)` in uint32: for a
+    window whose origin is 2 or more pixels past the edge (origin > size) the difference wraps to a huge value and
+    the end is `kernel`, so the window reads on into the next row (the next channel, past the tensor for the last
+    one) instead of being empty. `wraps(...)` tells whether any window does.
+    """
+    origin = (np.arange(out, dtype=np.int64) * stride - pad).astype(np.int32).astype(np.int64)
+    start = np.maximum(0, -origin)
+    end = np.where(origin > size, kernel, np.minimum(kernel, size - origin))
+    return origin, start, end
+
+
+def pool_wraps(in_hw, out_hw, kernel, strides, pads):
+    """How many output positions (per channel) of a kpu.c CPU pool have a window that wraps (see pool_window_axis)."""
+    rows = int(np.sum(pool_window_axis(in_hw[0], out_hw[0], kernel[0], strides[0], pads[0])[0] > in_hw[0]))
+    cols = int(np.sum(pool_window_axis(in_hw[1], out_hw[1], kernel[1], strides[1], pads[1])[0] > in_hw[1]))
+    return rows * out_hw[1] + cols * out_hw[0] - rows * cols

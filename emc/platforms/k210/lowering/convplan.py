@@ -1,5 +1,6 @@
 """How each graph convolution maps onto the KPU: kernel, fused pooling, stride via pool 5, CPU row/column
-selection, the 1x1-map padding path -- and every limit it breaks, as messages naming the way out.
+selection, the 1x1-map padding path, maps under 4x4 grown to 4x4 on the CPU (the extra outputs cropped) -- and
+every limit it breaks, as messages naming the way out.
 """
 import numpy as np
 
@@ -40,6 +41,7 @@ class ConvPlan:
         self.inherit = False          # 1x1 conv that applies its depthwise producer's pool 5
         self.padded = False           # 1x1 map: K210_ADD_PADDING, conv on 4x4, K210_REMOVE_PADDING
         self.prepad = (0, 0, 0, 0)    # zero padding done on the CPU before the KPU conv
+        self.blind_pad = False        # the prepad only grows a small map and no kept output reads it
         self.problems = []
         self.unshifted = None         # the plan's select before shift_by_pool6 (kept for a v3 fallback)
 
@@ -112,6 +114,11 @@ def plan_conv(graph, node, view, inherited=False):
         h += plan.prepad[0] + plan.prepad[1]
         w += plan.prepad[2] + plan.prepad[3]
     r0, c0 = native - top, native - left
+    grow_h, grow_w = max(KPU_MIN_SIZE - h, 0), max(KPU_MIN_SIZE - w, 0)
+    if grow_h or grow_w:        # a map under 4x4: grown below / right to the KPU's 4x4, the extra outputs cropped
+        plan.blind_pad = not any(plan.prepad) and (kh == 1 or (bottom, right) == (0, 0))
+        plan.prepad = (plan.prepad[0], plan.prepad[1] + grow_h, plan.prepad[2], plan.prepad[3] + grow_w)
+        h, w = h + grow_h, w + grow_w
     _check_map(plan, where, h, w)
     _check_loads(plan, where, kh, c_in, c_out, depthwise)
     if inherited:                        # a stride-1 1x1 conv on the full-size map of a stride-2 depthwise
@@ -172,8 +179,8 @@ def _plan_padded(plan, where, k, pads):
 
 def _check_map(plan, where, h, w):
     if h < KPU_MIN_SIZE or w < KPU_MIN_SIZE:
-        plan.problems.append(f"{where}): input map {h}x{w} is smaller than the KPU's {KPU_MIN_SIZE}x{KPU_MIN_SIZE} "
-                             f"(only 1x1 maps can be padded); use a larger input or fewer downsamplings")
+        plan.problems.append(f"{where}): input map {h}x{w} is smaller than the KPU's {KPU_MIN_SIZE}x{KPU_MIN_SIZE}; "
+                             f"use a larger input or fewer downsamplings")
     if h > KPU_MAX_H or w > KPU_MAX_W:
         plan.problems.append(f"{where}): input map {h}x{w} exceeds the KPU's {KPU_MAX_H} rows x {KPU_MAX_W} "
                              f"columns; resize the input (e.g. 320x240)")

@@ -36,6 +36,12 @@ def kpu_or_cpu_conv(ctx, node, plan):
         ctx.notes.append(f"'{node.name}' runs on the CPU in float32 (kmodel v4 conv2d): {'; '.join(plan.problems)}")
         cpu_conv(ctx, node, plan)
         return
+    if plan.problems and ctx.version == 3 and len(ctx.graph[node.inputs[0]].shape) == 3:
+        in_shapes = [ctx.graph[s].shape for s in node.inputs]
+        macs = node.op.macs(in_shapes, node.shape)
+        plan.problems = [f"{text}; or convert with --version 4 (version=4), which runs it on the CPU as a float32 "
+                         f"conv2d: {macs:,} float MACs per image, far slower than the KPU, and "
+                         f"{np.asarray(plan.kernel).size * 4:,} bytes of float32 weights" for text in plan.problems]
     kpu_conv(ctx, node, plan)
 
 
@@ -123,7 +129,7 @@ def kpu_conv(ctx, node, plan):
     elif plan.inherit:
         x, in_chw = src.raw, src.raw.chw
     elif any(plan.prepad):
-        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q)
+        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q, plan.blind_pad)
         if x is None:
             return
     else:
@@ -164,10 +170,11 @@ def kpu_conv(ctx, node, plan):
         softmax(ctx, node, ctx.values.pop(name))
 
 
-def prepadded(ctx, node, src, pads, in_q):
+def prepadded(ctx, node, src, pads, in_q, blind=False):
     """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
-    quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0."""
-    if ctx.version == 3 and in_q.zero_point != 0:
+    quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0 -- right for any
+    quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4)."""
+    if ctx.version == 3 and in_q.zero_point != 0 and not blind:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
                           f"point {in_q.zero_point}; pad a non-negative tensor (after a relu), use padding='same' "
                           f"or kmodel v4")

@@ -9,8 +9,9 @@ import logging
 
 import numpy as np
 
-from ....errors import QuantizationError
+from ....errors import EmcError, QuantizationError
 from ....graph import preact_name
+from ..chip.cpu_math import pool_wraps
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
 from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
                        sole_consumer)
@@ -341,24 +342,35 @@ class Lowering:
 
     def download_input(self, v):
         """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy)."""
-        if v.quant is None:
+        quant = v.quant or self._pixel_quant(v)
+        if quant is None:
             self.problem(v.name, "the input feeds a CPU layer, which needs one (scale, zero point) for all "
                                  "channels and an integer zero point; put a conv first or use img_0_1/img_0_255")
             return self.buffer(v.name, MAIN, U8, v.chw)
         c, h, w = v.chw
-        zp = v.quant.zero_point
+        zp = quant.zero_point
         weights = np.eye(c, dtype=np.uint8).reshape(c, c, 1, 1)
         x_start = [SEG0_X, -zp] + [UNUSED_X + i for i in range(2, SEGMENTS)]
         table = ActTable(x_start, [0, 1] + [0] * 14, [0] * 16, [0, 0] + [255] * 14, 0, "exact", "identity")
-        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c), in_quant=v.quant,
-                               out_quant=v.quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
+        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c), in_quant=quant,
+                               out_quant=quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
                                pad_value=zp, bn_mul=np.ones(c, np.int64), bn_shift=np.zeros(c, np.int64),
                                bn_add=np.zeros(c, np.int64), act=table, kernel_size=1, depthwise=False, c_in=c,
                                c_out=c)
-        out = self.buffer(v.name + ":copy", KPU, U8, (c, h, w), v.quant)
+        out = self.buffer(v.name + ":copy", KPU, U8, (c, h, w), quant)
         layer = self.emit("K210_CONV", v.name, [v.forms[KPU]], [out], macs=c * c * h * w, weight_bytes=c * c,
                           conv=params, pool=0, in_chw=(c, h, w), out_chw=(c, h, w))
         return self.stream_out(layer)
+
+    @staticmethod
+    def _pixel_quant(v):
+        """The camera pixels' own codes (scale 1, the rounded zero point) for an input whose pixel -> float mapping
+        has a fractional zero point (img_neg1_1: 127.5): a conv that folds the mapping in (fold_input_transform)
+        reads the copied pixels in these units; None for any other input."""
+        if v.affine is None:
+            return None
+        scale, offset = (np.asarray(a, np.float64) for a in v.affine)
+        return Quant(1.0, int(np.clip(round(float(np.mean(-offset / scale))), 0, 255)))
 
     def upload(self, name, u8, chw, quant):
         out = self.buffer(name + ":kpu", KPU, U8, chw, quant)
@@ -378,8 +390,13 @@ class Lowering:
         return out
 
     def max_pool(self, name, u8, in_chw, out_hw, kernel, strides, pads, quant):
-        """QUANTIZED_MAX_POOL2D: window origin = out * stride - pad (top, left); out-of-map samples skipped."""
+        """QUANTIZED_MAX_POOL2D: window origin = out * stride - pad (top, left); out-of-map samples skipped.
+
+        emc never emits a window that starts 2+ pixels past the map's edge: kpu.c's unsigned window end makes
+        such a window read the next row / channel instead of nothing (chip/cpu_math.pool_window_axis)."""
         c = in_chw[0]
+        if self.version == 3 and pool_wraps(in_chw[1:], out_hw, kernel, strides, pads):
+            raise EmcError(f"internal: '{name}' would emit a QUANTIZED_MAX_POOL2D whose windows wrap in kpu.c")
         out = self.buffer(name, MAIN, U8, (c,) + tuple(out_hw), quant)
         self.emit("QUANTIZED_MAX_POOL2D", name, [u8], [out], in_chw=in_chw, out_chw=(c,) + tuple(out_hw),
                   kernel=kernel, strides=strides, pads=pads)
@@ -391,8 +408,14 @@ class Lowering:
         c, h, w = in_chw
         top, bottom, left, right = pads
         out_hw = (h + top + bottom, w + left + right)
-        if self.version == 3:
-            return self.max_pool(name, u8, in_chw, out_hw, (1, 1), (1, 1), (top, left), quant)
+        if self.version == 3:             # one trailing row / column per pass: a 2nd would wrap in kpu.c
+            passes = max(bottom, right, 1)
+            for i in range(passes):
+                step_hw = (h + (top if i == 0 else 0) + (bottom > i), w + (left if i == 0 else 0) + (right > i))
+                u8 = self.max_pool(name if i == passes - 1 else f"{name}:pad{i}", u8, (c, h, w), step_hw, (1, 1),
+                                   (1, 1), (top, left) if i == 0 else (0, 0), quant)
+                h, w = step_hw
+            return u8
         out = self.buffer(name, MAIN, U8, (c,) + out_hw, quant)
         self.emit_v4("pad", name, [u8], [out], in_shape=(1, c, h, w), pad_value=code,
                      paddings=((0, 0), (0, 0), (top, bottom), (left, right)))

@@ -6,6 +6,7 @@ the offset and the field, and nothing is allocated beyond what the file's own by
 import numpy as np
 
 from ....errors import KModelFormatError
+from ..chip.cpu_math import pool_wraps
 from ..chip.kpu import ACT_TABLE_BYTES, LAYER_ARG_BYTES, ActTable, LayerArgument, decode_bn_table
 from ..chip.layer_types import LAYER_TYPES
 from .structs import FLOAT_ACTIVATIONS, KPU_TYPES, body_struct, struct
@@ -284,6 +285,25 @@ class KModelV3:
                 "MACs": macs, "MACs on KPU": f"{100.0 * kpu / macs:.1f}%" if macs else "-",
                 "weight bytes": sum(r["weights"] for r in rows)}
 
+    def warnings(self):
+        """Layers whose result depends on a quirk of the SDK loader: CPU pools with windows that start 2+ pixels
+        past the map's edge, which kpu.c's unsigned window end makes read the next row / channel (or past the
+        input tensor) instead of nothing."""
+        found = []
+        for layer in self.layers:
+            if layer.code not in (8, 9) or layer.body is None:
+                continue
+            b = layer.body
+            n = pool_wraps((b.in_shape.height, b.in_shape.width), (b.out_shape.height, b.out_shape.width),
+                           (b.kernel_height, b.kernel_width), (b.stride_height, b.stride_width),
+                           (b.padding_height, b.padding_width))
+            if n:
+                found.append(f"WARNING: layer {layer.index} ({layer.name}): {n} window(s) per channel start 2+ "
+                             f"pixels past the {b.in_shape.height}x{b.in_shape.width} input; kpu.c's unsigned window "
+                             f"end makes them read the next row / channel and, in the last channel, main memory past "
+                             f"the input (emc simulates this; the result depends on those bytes)")
+        return found
+
     def __str__(self):
         from ....report import Report
         h = self.header
@@ -291,7 +311,7 @@ class KModelV3:
         report = Report(f"kmodel v3: {len(self.layers)} layers, {'8' if h.flags & 1 else '16'}-bit weights, "
                         f"main memory {h.main_mem_usage} bytes, {h.output_count} output(s)",
                         ["index", "type", "unit", "input", "output", "in_addr", "out_addr", "out_bytes", "macs",
-                         "weights", "body", "detail"], rows, self.totals(rows))
+                         "weights", "body", "detail"], rows, self.totals(rows), notes=self.warnings())
         return report.table()
 
 

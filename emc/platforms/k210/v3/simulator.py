@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from ....errors import EmcError, KModelFormatError
-from ..chip.cpu_math import carry_shift, dot_fma, exact_f32, fma32, roundf
+from ..chip.cpu_math import carry_shift, dot_fma, exact_f32, fma32, pool_window_axis, pool_wraps, roundf
 from ..chip.device_input import to_device_layout
 from ..chip.kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_rows, kpu_upload
 from ..chip.layer_types import LAYER_TYPES
@@ -237,56 +237,107 @@ def quantized_add(m, layer):
 
 
 class PoolGeometry:
-    """Window geometry of a CPU pool layer, validated so that the work stays bounded by the map sizes."""
+    """Window geometry of a CPU pool layer as kpu.c loops over it (QUANTIZED_MAX_POOL2D, AVERAGE_POOL2D).
+
+    kpu.c computes a window's end as `min(kernel, in_size - origin)` in uint32 arithmetic: a window whose origin
+    lies two or more pixels past the right (bottom) edge does not come out empty, it wraps and reads `kernel`
+    pixels at `y * in_w + x`, i.e. the next row's (the next channel's) first pixels, and for the last channel the
+    bytes that follow the input tensor in main memory. emc reads those bytes as they stand in the simulated main
+    memory (other tensors, or what this layer has already written when its output follows its input); a read past
+    the end of main memory is a KModelFormatError, since on the chip it reads heap memory the kmodel does not
+    define. `wrapped` counts the windows that read outside their own channel.
+    """
 
     def __init__(self, m, layer, elem):
         b = layer.body
+        self.elem = elem
         self.ci, self.hi, self.wi = b.in_shape.channels, b.in_shape.height, b.in_shape.width
         self.co, self.ho, self.wo = b.out_shape.channels, b.out_shape.height, b.out_shape.width
-        m.span(b.main_mem_in_address, elem * self.ci * self.hi * self.wi, "main_mem_in_address")
-        m.span(b.main_mem_out_address, elem * self.co * self.ho * self.wo, "main_mem_out_address")
-        if self.co > self.ci:
-            raise KModelFormatError(f"{layer.name} has {self.co} output channels for {self.ci} input channels",
-                                    layer.offset, "out_shape.channels")
+        self.src, self.dst = b.main_mem_in_address, b.main_mem_out_address
+        m.span(self.dst, elem * self.co * self.ho * self.wo, "main_mem_out_address")
         self.axes = [self._axis(layer, "height", self.hi, self.ho, b.kernel_height, b.stride_height,
                                 b.padding_height),
                      self._axis(layer, "width", self.wi, self.wo, b.kernel_width, b.stride_width, b.padding_width)]
+        self.wrapped = self.co * pool_wraps((self.hi, self.wi), (self.ho, self.wo),
+                                            (b.kernel_height, b.kernel_width), (b.stride_height, b.stride_width),
+                                            (b.padding_height, b.padding_width))
+        plane = self.hi * self.wi
+        self.index = self._flat(plane)                  # (taps, Ho, Wo) element offsets in channel 0, -1 = skipped
+        reach = int(self.index.max()) + 1 if self.index.size and self.co else 0
+        self.read_count = (self.co - 1) * plane + reach if reach else 0
+        m.span(self.src, elem * max(self.read_count, self.ci * plane), "main_mem_in_address")
 
     @staticmethod
     def _axis(layer, name, size, out, kernel, stride, pad):
-        """(origins of the output windows, range of kernel taps that reach the map) along one axis."""
-        if out == 0:
-            return np.zeros(0, np.int64), range(0)
-        if not (1 <= kernel <= size + 2 * pad and pad <= size):    # bounds the taps to 3 x size per axis
+        """kpu.c's (origin, first tap, end tap) of each output window along one axis, the end in uint32."""
+        if out and not (1 <= kernel <= size + 2 * pad and pad <= size):     # bounds the taps to 3 x size per axis
             raise KModelFormatError(f"{layer.name} {name}: kernel {kernel} with padding {pad} does not fit an input "
                                     f"of {size}", layer.offset, f"kernel_{name}")
-        origin = np.arange(out, dtype=np.int64) * stride - pad
-        return origin, range(max(0, -int(origin[-1])), min(kernel, size - int(origin[0])))
+        return pool_window_axis(size, out, kernel, stride, pad)
 
-    def taps(self, x):
-        """Yield (valid mask (Ho, Wo), samples (C, Ho, Wo)) per kernel tap, row by row as the SDK loops."""
-        (oy, ky_range), (ox, kx_range) = self.axes
-        x = x[:self.co]
-        for ky in ky_range:
-            ys = oy + ky
-            vy = (ys >= 0) & (ys < self.hi)
-            rows = x[:, np.clip(ys, 0, self.hi - 1)]
-            for kx in kx_range:
-                xs = ox + kx
-                vx = (xs >= 0) & (xs < self.wi)
-                yield vy[:, None] & vx[None, :], rows[:, :, np.clip(xs, 0, self.wi - 1)]
+    def _flat(self, plane):
+        (oy, ys, ye), (ox, xs, xe) = self.axes
+        kh = int(ye.max(initial=0))
+        kw = int(xe.max(initial=0))
+        taps = []
+        for ky in range(kh):
+            vy = (ky >= ys) & (ky < ye)
+            for kx in range(kw):
+                vx = (kx >= xs) & (kx < xe)
+                flat = (oy[:, None] + ky) * self.wi + (ox[None, :] + kx)
+                taps.append(np.where(vy[:, None] & vx[None, :], flat, -1))
+        return np.array(taps, np.int64).reshape(len(taps), len(oy), len(ox))
+
+    def gather(self, m, dtype):
+        """Yield (valid (C, Ho, Wo), samples (C, Ho, Wo)) per kernel tap, in kpu.c's tap order.
+
+        When the bytes read overlap the output, kpu.c sees its own earlier writes: the caller then runs
+        `sequential` instead (see `overlaps`)."""
+        plane = self.hi * self.wi
+        flat = m.main[self.src:self.src + self.elem * self.read_count].view(dtype) if self.read_count else None
+        base = np.arange(self.co, dtype=np.int64)[:, None, None] * plane
+        for idx in self.index:
+            valid = np.broadcast_to(idx >= 0, (self.co,) + idx.shape)
+            if flat is None:
+                yield valid, np.zeros(valid.shape, dtype)
+                continue
+            yield valid, flat[np.where(valid, base + idx, 0)]
+
+    def overlaps(self):
+        read = (self.src, self.src + self.elem * self.read_count)
+        write = (self.dst, self.dst + self.elem * self.co * self.ho * self.wo)
+        return read[0] < write[1] and write[0] < read[1]
+
+
+def _max_pool_sequential(m, g):
+    """kpu.c's loop element by element on live memory: for a layer whose reads overlap its own output."""
+    plane = g.hi * g.wi
+    src = m.main[g.src:g.src + g.read_count]
+    out = m.main[g.dst:g.dst + g.co * g.ho * g.wo]
+    k = 0
+    for c in range(g.co):
+        for y in range(g.ho):
+            for x in range(g.wo):
+                idx = g.index[:, y, x]
+                idx = idx[idx >= 0] + c * plane
+                out[k] = src[idx].max(initial=0)
+                k += 1
+    m.kind[g.dst:g.dst + out.size] = KIND_U8
+    return out.reshape(g.co, g.ho, g.wo).copy()
 
 
 @executes(8)
 def quantized_max_pool2d(m, layer):
-    b = layer.body
     g = PoolGeometry(m, layer, 1)
-    x = m.u8(b.main_mem_in_address, g.ci * g.hi * g.wi, "main_mem_in_address").reshape(g.ci, g.hi, g.wi)
+    if g.wrapped:
+        log.debug("layer %d (%s): %d windows start 2+ pixels past the map's edge and wrap as kpu.c computes them",
+                  layer.index, layer.name, g.wrapped)
+    if g.overlaps():
+        return _max_pool_sequential(m, g)
     out = np.zeros((g.co, g.ho, g.wo), np.uint8)            # the SDK starts every window's max at 0
-    if x.size:
-        for valid, sample in g.taps(x):
-            np.maximum(out, np.where(valid, sample, 0), out=out)
-    return m.put(b.main_mem_out_address, out, "main_mem_out_address")
+    for valid, sample in g.gather(m, np.uint8):
+        np.maximum(out, np.where(valid, sample, 0), out=out)
+    return m.put(layer.body.main_mem_out_address, out, "main_mem_out_address")
 
 
 @executes(6)
@@ -337,17 +388,20 @@ def global_average_pool2d(m, layer):
 
 @executes(9)
 def average_pool2d(m, layer):
-    """Float average over the in-map samples of each window (padding excluded); the SDK ignores `act`."""
+    """Float average over the samples of each window as kpu.c bounds it (padding excluded, wrap included); the SDK
+    ignores `act`. Reads overlapping the output are refused (no writer makes them for a float pool)."""
     b = layer.body
     g = PoolGeometry(m, layer, 4)
-    x = m.f32(b.main_mem_in_address, g.ci * g.hi * g.wi, "main_mem_in_address").reshape(g.ci, g.hi, g.wi)
+    if g.overlaps():
+        raise KModelFormatError(f"layer {layer.index} ({layer.name}) reads main memory its own output overwrites",
+                                layer.offset, "main_mem_out_address")
     total = np.zeros((g.co, g.ho, g.wo), np.float32)
-    count = np.zeros((g.ho, g.wo), np.float32)
-    if x.size:
-        for valid, sample in g.taps(x):
-            total = np.where(valid, total + sample, total).astype(np.float32)
-            count += valid
-    return m.put(b.main_mem_out_address, (total / count).astype(np.float32), "main_mem_out_address")
+    count = np.zeros((g.co, g.ho, g.wo), np.float32)
+    for valid, sample in g.gather(m, "<f4"):
+        total = np.where(valid, total + sample, total).astype(np.float32)
+        count += valid
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return m.put(b.main_mem_out_address, (total / count).astype(np.float32), "main_mem_out_address")
 
 
 @executes(14)

@@ -1,0 +1,98 @@
+"""The models K210 users deploy: keras.applications MobileNet v1 / v2 (weights=None, BatchNorm statistics from probe
+images) with their own preprocessing (img_neg1_1), and a CIFAR-style CNN with Conv-ReLU-BatchNorm blocks and maps
+down to 2x2 -- converted without refusal and simulated close to float (issue 10)."""
+import functools
+
+import numpy as np
+import pytest
+
+import emc
+from conftest import reference_path
+from support import input_dependence, randomise_keras_batchnorm, smooth_images
+
+keras = pytest.importorskip("keras")
+
+
+def cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def imagenet(shape, n=8):
+    return emc.datasets.load_dataset(reference_path("images", "imagenet"), shape, dataset_func="img_neg1_1",
+                                     max_samples=n)
+
+
+@functools.lru_cache(maxsize=None)
+def application(name):
+    if name == "mobilenet":
+        model = keras.applications.MobileNet(alpha=0.25, input_shape=(128, 128, 3), weights=None)
+    else:
+        model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None)
+    return randomise_keras_batchnorm(model, 0, imagenet(model.input_shape[1:]))
+
+
+@pytest.mark.parametrize("version", [3, 4])
+@pytest.mark.parametrize("name", [
+    "mobilenet",
+    pytest.param("mobilenet_v2", marks=pytest.mark.xfail(
+        strict=True, reason="converts (1280-channel Conv_1 split, 3x3 maps grown, 1280x1000 head as two KPU "
+                            "layers + a quantized sum) but a randomly initialised MobileNetV2 loses accuracy "
+                            "gradually over its 17 blocks (cosine ~0.97); per-layer accuracy is issue 14")),
+])
+def test_keras_applications_with_their_preprocessing(name, version):
+    model = application(name)
+    shape = model.input_shape[1:]
+    data = imagenet(shape)
+    art = emc.convert(model, platform="k210", dataset=data, dataset_func="img_neg1_1", version=version)
+    rows = [r for r in art.report.rows if r.get("unit") == "KPU"]
+    assert rows
+    float_out, device_out = art.graph.run(data)[0], art.simulate(data)[0]
+    assert input_dependence(float_out) > 0.05
+    assert cosine(float_out, device_out) >= 0.98
+
+
+def cifar_cnn():
+    """Conv-ReLU-BatchNorm blocks with max pools 32 -> 2, a no-op MaxPooling2D(1), a 1x1 conv on the 2x2 map."""
+    k = keras.layers
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((32, 32, 3))
+    x = inp
+    for width in (16, 32, 32, 32):
+        x = k.Conv2D(width, 3, padding="same", activation="relu")(x)
+        x = k.BatchNormalization()(x)
+        x = k.MaxPooling2D(2)(x)
+    x = k.MaxPooling2D(1, 1)(x)
+    x = k.Conv2D(32, 1, activation="relu")(x)
+    x = k.BatchNormalization()(x)
+    out = k.Dense(10, activation="softmax")(k.Flatten()(x))
+    model = keras.Model(inp, out)
+    return randomise_keras_batchnorm(model, 1, smooth_images((32, 32, 3), 8, np.random.default_rng(0)))
+
+
+@pytest.mark.parametrize("platform,version", [("k210", 3), ("k210", 4), ("c", None)])
+def test_cifar_style_cnn_with_batchnorm_after_activation(platform, version):
+    model = cifar_cnn()
+    x = smooth_images((32, 32, 3), 16, np.random.default_rng(1))
+    options = {} if version is None else {"version": version}
+    art = emc.convert(model, platform=platform, dataset=x, **options)
+    kinds = [n.op.kind for n in art.graph]
+    assert kinds.count("batch_norm") <= 4 and kinds.count("pool2d") == 4     # last BN folded, no-op pool gone
+    float_out, device_out = art.graph.run(x)[0], art.simulate(x)[0]
+    assert input_dependence(float_out) > 0.05
+    assert cosine(float_out, device_out) >= 0.99
+
+
+def test_memory_refusal_names_the_biggest_weights_and_carries_the_report():
+    from emc import layers as L
+    from emc.graph import Graph
+    rng = np.random.default_rng(2)
+    g = Graph()
+    i = g.add_input((8, 8, 3))
+    c = g.add(L.Conv2D(rng.normal(size=(3, 3, 3, 16)).astype(np.float32), None, pads=(1, 1, 1, 1)), i)
+    g.set_outputs(g.add(L.Dense(rng.normal(size=(1024, 600)).astype(np.float32), None), g.add(L.Flatten(), c)))
+    x = smooth_images((8, 8, 3), 4, rng)
+    with pytest.raises(emc.PlatformLimitError, match=r"exceed the 200,000 bytes of SRAM; biggest weights: "
+                                                     r"'dense' \(.*\) [0-9,]+ B.*biggest main-memory tensors: '") as e:
+        emc.convert(g, platform="k210", dataset=x, version=3, ram_limit=200_000)
+    assert "K210 kmodel v3" in str(e.value.report) and "dense" in str(e.value.report)

@@ -50,6 +50,6 @@ __all__ = ["EmcError", "UnsupportedLayerError", "ModelLoadError", "GraphError", 
 _convert_function = convert
 __import__("importlib").import_module(".convert", __name__)
 convert = _convert_function
-from .evaluate import evaluate, export_c_array, export_test_bin  # noqa: E402
+from .evaluate import evaluate, export_c_array, export_test_bin, format_evaluation  # noqa: E402
 from .compare import compare  # noqa: E402
-__all__ += ["evaluate", "export_test_bin", "export_c_array", "compare"]
+__all__ += ["evaluate", "format_evaluation", "export_test_bin", "export_c_array", "compare"]

@@ -127,8 +127,26 @@ def setup_convert(p):
                    help="range function: minmax, kld, l2, percentile, minmax98, meanminmax (default minmax)")
     p.add_argument("--bits", type=int, default=8, help="quantization bits (default 8)")
     p.add_argument("--softmax", action="store_true", help="append a softmax to the outputs")
-    p.add_argument("--name", default=None, help="model name inside the artefact (default: the file's stem)")
+    p.add_argument("--name", default=None,
+                   help="model name inside the artefact and its report (default: the model's own name)")
+    p.add_argument("--ram-limit", type=_byte_count, default=None, metavar="BYTES",
+                   help="fail when the model needs more RAM (k210: kmodel + main buffer in SRAM, default 6M; "
+                        "c/stm32: the arena, default no limit); K/M suffixes allowed, 'none' for no limit")
+    p.add_argument("--dense", choices=("auto", "kpu", "cpu"), default=None,
+                   help="k210: where dense layers on vectors run (auto: the KPU from 64K weights; default auto)")
     return run_convert
+
+
+def _byte_count(text):
+    """'6M', '512K', '100000' or 'none' -> bytes (None: no limit)."""
+    value = text.strip().lower()
+    if value in ("none", "0", "off"):
+        return "none"
+    scale = {"k": 1024, "m": 1024 * 1024}.get(value[-1:], 1)
+    try:
+        return int(float(value[:-1] if scale > 1 else value) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a byte count (e.g. 6M, 512K, 100000, none)") from None
 
 
 def run_convert(args):
@@ -139,7 +157,8 @@ def run_convert(args):
     _start_framework_quietly(args.model, args)
     options = {}
     if args.platform != "k210":
-        for flag, given in (("--version", args.version is not None), ("--softmax", args.softmax)):
+        for flag, given in (("--version", args.version is not None), ("--softmax", args.softmax),
+                            ("--dense", args.dense is not None)):
             if given:
                 raise UsageError(f"{flag} is a k210 option; the {args.platform} platform does not take it"
                                  + (" (add a Softmax layer to the model instead)" if flag == "--softmax" else ""))
@@ -147,7 +166,12 @@ def run_convert(args):
         options["version"] = args.version or 3
     if args.softmax:
         options["softmax"] = True
-    options["name"] = args.name or _stem(args.output if args.platform == "k210" else args.model)
+    if args.dense is not None:
+        options["dense"] = args.dense
+    if args.ram_limit is not None:
+        options["ram_limit"] = None if args.ram_limit == "none" else args.ram_limit
+    if args.name:
+        options["name"] = args.name                   # else the model's own name (emc.convert's rule)
     artefact = convert(args.model, platform=args.platform, dataset=args.dataset, dataset_func=args.dataset_func,
                        quant_func=args.quant, quant_bit=args.bits, max_samples=args.max_samples or 256,
                        seed=args.seed, mean=args.mean, std=args.std, progress=_progress(args), **options)
@@ -158,11 +182,6 @@ def run_convert(args):
         print(f"wrote {path} ({os.path.getsize(path):,} bytes)")
     return EXIT_OK
 
-
-def _stem(path):
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in stem) or "model"
-    return clean if not clean[0].isdigit() else "m_" + clean
 
 
 # ---- emc inspect -------------------------------------------------------------------------------------------
@@ -182,8 +201,12 @@ def run_inspect(args):
         print(load_kmodel(path))
     elif os.path.splitext(path)[1].lower() in (".h5", ".hdf5", ".keras"):
         from .frontends import load_model
+        from .passes import optimize
         _start_framework_quietly(path, args)
-        print(load_model(path).summary())
+        graph = optimize(load_model(path))
+        print(graph.summary())
+        print("(the graph after emc's passes: BatchNorm folded, activations fused, Dropout removed -- what "
+              "the platforms convert)")
     else:
         raise UsageError(f"{path} is neither a kmodel (v3 or v4), an emc C artefact folder nor a .h5/.keras model")
     return EXIT_OK
@@ -206,6 +229,9 @@ def setup_run(p):
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes with --labels (default 5)")
     p.add_argument("--dataset-func", default="img_0_1", metavar="NAME",
                    help="float models only: how an image becomes the float input (default img_0_1)")
+    p.add_argument("--mean", type=float, default=None,
+                   help="float models only: input mean, applied as (x - mean) / std after --dataset-func")
+    p.add_argument("--std", type=float, default=None, help="float models only: input standard deviation")
     p.add_argument("--full", action="store_true", help="print every output value, not a summary")
     return run_run
 
@@ -222,7 +248,7 @@ def run_run(args):
         runner = _kmodel_runner(args.file)
     else:
         _start_framework_quietly(args.file, args)
-        runner = _float_runner(args.file, args.dataset_func)
+        runner = _float_runner(args.file, args.dataset_func, args.mean, args.std)
     np.set_printoptions(precision=4, suppress=True, threshold=sys.maxsize if args.full else 20, linewidth=110)
     inputs = args.inputs
     if _progress(args) and len(inputs) > 1:
@@ -318,7 +344,7 @@ def kmodel_input(model):
     return "float", (c * h * w,)
 
 
-def _float_runner(path, dataset_func):
+def _float_runner(path, dataset_func, mean=None, std=None):
     import numpy as np
 
     from .frontends import load_model
@@ -332,6 +358,7 @@ def _float_runner(path, dataset_func):
     def run(item):
         if os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS:
             x = np.asarray(_read_image(item, lambda p: load(p, shape)), np.float32)[None]
+            x = (x - (0.0 if mean is None else mean)) / (1.0 if std is None else std)
         else:
             x = np.asarray(_load_npy(item), np.float32)
             if x.shape == shape:

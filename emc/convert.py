@@ -29,6 +29,13 @@ def input_transform(dataset_func, mean=None, std=None):
     return (scale / std, (offset - mean) / std)
 
 
+def model_name(graph, name=None):
+    """The artefact's name, the same rule on every platform: the name given, else the model's own name, made a
+    C identifier (letters, digits, '_'; not starting with a digit)."""
+    from .platforms.c.codegen import c_identifier
+    return c_identifier(name or graph.name or "model")
+
+
 def prepare(net, dataset, dataset_func="img_0_1", quant_func="minmax", max_samples=256, seed=0,
             mean=None, std=None, progress=False):
     """Load + optimize the graph and calibrate it: returns (graph, calibration, calibration data)."""
@@ -61,6 +68,7 @@ def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_fu
     target = platforms.get(platform)
     graph, calibration, data = prepare(net, dataset, dataset_func, quant_func, max_samples, seed, mean, std,
                                        progress)
+    options["name"] = model_name(graph, options.get("name"))
     transform = input_transform(dataset_func, mean, std)
     artefact = target.convert(graph, calibration, quant_bit=quant_bit, input_transform=transform, **options)
     artefact.graph = graph

@@ -87,6 +87,13 @@ def _artefact_runner(artefact):
     return run
 
 
+def sidecar_transform(path):
+    """The pixel mapping (scale, offset) emc recorded next to its kmodel at path, or None."""
+    from .sidecar import for_kmodel
+    transform = (for_kmodel(path) or {}).get("input_transform")
+    return tuple(transform) if transform else None
+
+
 def predictor(model, input_transform=None):
     """A Predictor for an emc.Graph / Keras / TensorLayer model or file (float), a K210Artefact (simulated),
     a CArtefact (its compiled C when it can be built, else its simulator), or a kmodel (path, bytes, parsed).
@@ -108,7 +115,11 @@ def predictor(model, input_transform=None):
             raise EmcError(f"model file {path} does not exist")
         if os.path.isfile(path) and is_kmodel_file(path):
             from .platforms.k210.kmodel import load_kmodel
-            return _kmodel_predictor(load_kmodel(path), input_transform)
+            return _kmodel_predictor(load_kmodel(path), input_transform or sidecar_transform(path))
+        if os.path.isdir(path):
+            from .c_folder import CFolder
+            folder = CFolder(path)
+            return Predictor(folder.platform, folder.predict)
     if not isinstance(model, Graph):
         from .frontends import load_model
         model = load_model(model)

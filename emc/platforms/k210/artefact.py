@@ -6,6 +6,7 @@ from ...errors import EmcError
 from ...report import Report
 from .lowering.ir import F32, KPU
 
+UNPADDING = ("K210_REMOVE_PADDING", "strided_slice")
 REPORT_COLUMNS = ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
 
 
@@ -47,6 +48,24 @@ def build_report(name, lowering, layers, memory, kmodel, version=3):
     return report
 
 
+def device_tensors(lowering, layers, graph):
+    """{device layer index: the graph tensor its output holds, or None} -- from the lowering's values, whose
+    buffers are the graph tensors on the device (a pre-activation or padded intermediate has none)."""
+    owner = {}
+    for value in lowering.values.values():
+        if value.name in graph.nodes:
+            for buf in value.forms.values():
+                owner.setdefault(id(buf), value.name)
+    tensors = {layer.index: owner.get(id(layer.outputs[0])) if layer.outputs else None for layer in layers}
+    producer = {id(buf): layer.index for layer in layers for buf in layer.outputs}
+    for layer in layers:            # a dense layer on the KPU computes a padded map; its unpadding names it
+        if layer.type_name in UNPADDING and tensors[layer.index] and layer.inputs:
+            source = producer.get(id(layer.inputs[0]))
+            if source is not None and tensors[source] is None:
+                tensors[source] = tensors[layer.index]
+    return tensors
+
+
 class K210Artefact(Artefact):
     """A kmodel (v3 or v4) for the K210: .kmodel bytes, .report, .simulate(float NHWC input), .run(uint8 image)."""
 
@@ -59,7 +78,18 @@ class K210Artefact(Artefact):
         self.input_shape = tuple(input_shape)     # the graph's per-sample input shape
         self.input_transform = input_transform    # (scale, offset): float input = pixel * scale + offset
         self.outputs = outputs                    # [(graph name, shape, layout, dtype, quant, producer index)]
+        self.layer_tensors = {}                   # device layer index -> graph tensor it computes (or None)
         self._model = None
+
+    def save(self, path):
+        """Write the kmodel, and next to it `<file>.emc.json` (report, layer -> graph tensor map) for emc's own
+        inspect / compare; the kmodel bytes are exactly what the chip loads."""
+        from ... import sidecar
+        written = super().save(path)
+        doc = sidecar.document("k210", self.name, self.report, self.layer_tensors, self.kmodel,
+                               kmodel_version=self.model.version, input_transform=self.input_transform,
+                               outputs=[{"tensor": o[0], "shape": list(o[1]), "layout": o[2]} for o in self.outputs])
+        return written + [sidecar.write(sidecar.kmodel_sidecar_path(written[0]), doc)]
 
     @property
     def model(self):

@@ -32,7 +32,7 @@ def input_transform(dataset_func, mean=None, std=None):
 def model_name(graph, name=None):
     """The artefact's name, the same rule on every platform: the name given, else the model's own name, made a
     C identifier (letters, digits, '_'; not starting with a digit)."""
-    from .platforms.c.codegen import c_identifier
+    from .names import c_identifier
     return c_identifier(name or graph.name or "model")
 
 

@@ -197,8 +197,7 @@ def run_inspect(args):
     if os.path.isdir(path):
         print(_artefact_folder_report(path))
     elif _is_kmodel(path):
-        from .platforms.k210.kmodel import load_kmodel
-        print(load_kmodel(path))
+        print(_kmodel_text(path))
     elif os.path.splitext(path)[1].lower() in (".h5", ".hdf5", ".keras"):
         from .frontends import load_model
         from .passes import optimize
@@ -210,6 +209,20 @@ def run_inspect(args):
     else:
         raise UsageError(f"{path} is neither a kmodel (v3 or v4), an emc C artefact folder nor a .h5/.keras model")
     return EXIT_OK
+
+
+def _kmodel_text(path):
+    """emc's own kmodel (with its .emc.json): the conversion report, checked against the file; anyone else's:
+    the reader's layer table, plus the KPU RAM peak the conversion report gives."""
+    from .platforms.k210.inspect import file_totals, kmodel_report
+    from .platforms.k210.kmodel import load_kmodel
+    from .sidecar import for_kmodel
+    model = load_kmodel(path)
+    doc = for_kmodel(path)
+    if doc is not None:
+        return str(kmodel_report(model, doc))
+    peak = file_totals(model)["KPU RAM peak (bytes)"]
+    return f"{model}\nKPU RAM peak (bytes): {peak:,}"
 
 
 def _artefact_folder_report(folder):
@@ -310,6 +323,7 @@ def _kmodel_runner(path):
 
     from .platforms.k210.kmodel import load_kmodel, run_kmodel
     from .datasets import read_image
+    from .evaluate import kmodel_input
     model = load_kmodel(path)
     kind, shape = kmodel_input(model)
 
@@ -329,19 +343,6 @@ def _kmodel_runner(path):
             return [(item, outs)]
         return [(f"{item}[{i}]", [o[i] for o in outs]) for i in range(len(x))]
     return run
-
-
-def kmodel_input(model):
-    """('kpu', (C, H, W)) for an image-input kmodel (uint8 pixels), ('float', (n,)) for a float-vector one."""
-    if model.version == 3:
-        from .platforms.k210.v3.simulator import input_spec
-        return input_spec(model)
-    if len(model.inputs) != 1:
-        raise UsageError(f"emc run takes single-input kmodels; this one has {len(model.inputs)} inputs")
-    _, c, h, w = model.input_shapes[0]
-    if model.inputs[0].dtype == "u8":
-        return "kpu", (c, h, w)
-    return "float", (c * h * w,)
 
 
 def _float_runner(path, dataset_func, mean=None, std=None):

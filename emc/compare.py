@@ -244,7 +244,10 @@ class Comparison:
     def __str__(self):
         return str(self.report)
 
-    def plot(self, path, title=None):
+    def _repr_html_(self):
+        return self.report._repr_html_()
+
+    def plot(self, path=None, title=None):
         """Draw per-layer SNR (execution order) into a PNG with matplotlib's Agg backend."""
         import io
         import matplotlib
@@ -261,6 +264,8 @@ class Comparison:
         ax.axhline(20, color="#888888", linewidth=0.8, linestyle="--")
         ax.set_title(title or f"float vs {self.device_name}: per-layer SNR ({self.samples} samples)")
         fig.tight_layout()
+        if path is None:                            # a notebook: the Figure itself
+            return fig
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
         write_atomic(path, buffer.getvalue())

@@ -6,6 +6,10 @@ from ...errors import EmcError
 from ...report import Report
 from .lowering.ir import F32, KPU
 
+# MACs are the multiply-accumulates of weighted layers (convolutions, dense); pools and element-wise ops are not
+# counted, in the conversion report and in `emc inspect` of the file alike.
+MAC_TYPES = {"K210_CONV", "FULLY_CONNECTED", "kpu_conv2d", "matmul", "conv2d", "cpu_conv2d", "QUANTIZED_CONV2D",
+             "CONV2D", "cpu_quantized_conv2d", "cpu_quantized_depthwise_conv2d", "DEPTHWISE_CONV2D"}
 UNPADDING = ("K210_REMOVE_PADDING", "strided_slice")
 REPORT_COLUMNS = ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
 
@@ -19,12 +23,13 @@ def build_report(name, lowering, layers, memory, kmodel, version=3):
     report = Report(f"K210 kmodel v{version} '{name}'", REPORT_COLUMNS)
     for layer in layers:
         out = layer.outputs[0]
+        layer_macs = layer.macs if layer.type_name in MAC_TYPES else 0
         report.add(**{"#": layer.index, "type": layer.type_name, "unit": "KPU" if layer.on_kpu else "CPU",
                       "layer": layer.node, "output": "x".join(map(str, out.shape)) + f" {out.dtype}",
-                      "MACs": layer.macs, "mem in": sum(_bytes(b) for b in layer.inputs),
+                      "MACs": layer_macs, "mem in": sum(_bytes(b) for b in layer.inputs),
                       "mem out": sum(_bytes(b) for b in layer.outputs), "weights": layer.weight_bytes})
-    macs = sum(layer.macs for layer in layers)
-    kpu_macs = sum(layer.macs for layer in layers if layer.on_kpu)
+    macs = sum(row["MACs"] for row in report.rows)
+    kpu_macs = sum(row["MACs"] for row in report.rows if row["unit"] == "KPU")
     report.totals.update({
         "layers": len(layers),
         "KPU RAM peak (bytes)": memory.kpu_lines * 64,

@@ -8,15 +8,12 @@ import logging
 import os
 import sys
 
+from .cli_runners import UsageError, _need_file, read_labels, runner_for, top_k_text
 from .errors import EmcError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 COMMANDS = {}
 log = logging.getLogger("emc")
-
-
-class UsageError(EmcError):
-    """A command line that cannot be carried out as written."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,12 +53,6 @@ def _dataset_options(parser, dataset_required):
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset (default 0)")
 
 
-def _need_file(path, what):
-    if not os.path.exists(path):
-        raise UsageError(f"{what} {path} does not exist")
-    return path
-
-
 def _progress(args):
     return not args.quiet and sys.stderr.isatty()
 
@@ -72,34 +63,10 @@ def _is_kmodel(path):
 
 
 def _start_framework_quietly(path, args):
-    """TensorFlow prints start-up lines from C++ straight to fd 2; for a Keras file, start it with fd 2 muted."""
-    if args.debug or "tensorflow" in sys.modules or not _needs_tensorflow(path):
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-        tf.constant(0.0) + 1.0                       # device probing happens at the first operation
-    except Exception:                                # noqa: BLE001 -- the real load reports any problem
-        pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _needs_tensorflow(path):
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".keras":
-        return True
-    if ext in (".h5", ".hdf5") and os.path.isfile(path):
-        try:
-            from .frontends.h5sniff import h5_framework
-            return h5_framework(path) == "keras"
-        except Exception:                            # noqa: BLE001 -- unreadable: load_model names the problem
-            return False
-    return False
+    """TensorFlow's C++ start-up lines muted for a Keras file (all of them shown with --debug)."""
+    if not args.debug:
+        from .quiet import start_tensorflow_quietly
+        start_tensorflow_quietly(path)
 
 
 def _check_names(platform=None, quant=None, dataset_func=None):
@@ -232,19 +199,24 @@ def _artefact_folder_report(folder):
 
 
 # ---- emc run -----------------------------------------------------------------------------------------------
-@command("run", "run a kmodel (simulated bit-exactly) or a float model on images or .npy inputs")
+ARTEFACT_HELP = ("a kmodel v3/v4 (simulated bit-exactly; anyone's), an emc C / STM32 artefact folder (its C "
+                 "compiled on the host), or a Keras / TensorLayer model file (float)")
+
+
+@command("run", "run a kmodel (simulated bit-exactly), an emc C folder (compiled) or a float model on inputs")
 def setup_run(p):
-    p.add_argument("file", metavar="FILE", help="a kmodel (v3/v4) or a Keras / TensorLayer model file")
+    p.add_argument("file", metavar="FILE", help=ARTEFACT_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (resized to the model input) or .npy arrays (kmodels: uint8 HWC images or "
-                        "float vectors; float models: float input)")
+                        "float vectors; C folders and float models: float input)")
     p.add_argument("--labels", metavar="FILE", help="class names, one per line: print the top-k classes")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes with --labels (default 5)")
     p.add_argument("--dataset-func", default="img_0_1", metavar="NAME",
-                   help="float models only: how an image becomes the float input (default img_0_1)")
+                   help="C folders and float models: how an image becomes the float input (default img_0_1); "
+                        "a kmodel takes the camera's pixels")
     p.add_argument("--mean", type=float, default=None,
-                   help="float models only: input mean, applied as (x - mean) / std after --dataset-func")
-    p.add_argument("--std", type=float, default=None, help="float models only: input standard deviation")
+                   help="C folders and float models: input mean, applied as (x - mean) / std after --dataset-func")
+    p.add_argument("--std", type=float, default=None, help="C folders and float models: input standard deviation")
     p.add_argument("--full", action="store_true", help="print every output value, not a summary")
     return run_run
 
@@ -254,14 +226,12 @@ def run_run(args):
     _need_file(args.file, "model file")
     for path in args.inputs:
         _need_file(path, "input")
-    labels = _read_labels(args.labels) if args.labels else None
+    labels = read_labels(args.labels) if args.labels else None
     if args.top < 1:
         raise UsageError("--top must be at least 1")
-    if _is_kmodel(args.file):
-        runner = _kmodel_runner(args.file)
-    else:
-        _start_framework_quietly(args.file, args)
-        runner = _float_runner(args.file, args.dataset_func, args.mean, args.std)
+    _check_names(dataset_func=args.dataset_func)
+    _start_framework_quietly(args.file, args)
+    runner = runner_for(args.file, args.dataset_func, args.mean, args.std)
     np.set_printoptions(precision=4, suppress=True, threshold=sys.maxsize if args.full else 20, linewidth=110)
     inputs = args.inputs
     if _progress(args) and len(inputs) > 1:
@@ -273,109 +243,18 @@ def run_run(args):
             for k, out in enumerate(outputs):
                 out = np.asarray(out, np.float32).reshape(-1)
                 if labels is not None:
-                    print(_top_k(out, labels, args.top, k, len(outputs)))
+                    print(top_k_text(out, labels, args.top, k, len(outputs)))
                 else:
                     print(f"  output {k} ({out.size} values): {np.array2string(out, prefix='  ')}")
     return EXIT_OK
 
 
-def _read_labels(path):
-    _need_file(path, "labels file")
-    with open(path, encoding="utf-8") as f:
-        labels = [line.strip() for line in f.read().splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if not labels:
-        raise UsageError(f"labels file {path} is empty; give one class name per line")
-    return labels
-
-
-def _top_k(values, labels, k, index, count):
-    import numpy as np
-    order = np.argsort(-values, kind="stable")[:k]
-    head = f"  output {index} top-{min(k, values.size)}:" if count > 1 else f"  top-{min(k, values.size)}:"
-    lines = [head]
-    for rank, c in enumerate(order, 1):
-        name = labels[c] if c < len(labels) else f"(no label: only {len(labels)} in the file)"
-        lines.append(f"    {rank}. {values[c]:10.4f}  {c:>4}  {name}")
-    return "\n".join(lines)
-
-
-def _read_image(path, read):
-    """read(path), with an unreadable image reported as bad input, not as a crash."""
-    try:
-        return read(path)
-    except OSError as err:                       # PIL's UnidentifiedImageError is an OSError
-        raise UsageError(f"cannot read image {path} ({err}); give an image file or a .npy array") from None
-
-
-def _load_npy(path):
-    import numpy as np
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise UsageError(f"{path} is not a readable .npy array ({err})") from None
-
-
-def _kmodel_runner(path):
-    """Per input path: [(display name, [flat outputs])] from the kmodel simulator."""
-    import numpy as np
-
-    from .platforms.k210.kmodel import load_kmodel, run_kmodel
-    from .datasets import read_image
-    from .evaluate import kmodel_input
-    model = load_kmodel(path)
-    kind, shape = kmodel_input(model)
-
-    def run(item):
-        if item.lower().endswith(".npy"):
-            x = _load_npy(item)
-            if kind == "float":
-                x = np.asarray(x, np.float32)
-        elif kind != "kpu":
-            raise UsageError(f"{path} takes {shape[0]} float values, not an image: give a .npy file")
-        else:
-            c, h, w = shape
-            x = _read_image(item, lambda p: read_image(p, (h, w, c)))
-        outs = run_kmodel(model, x)
-        batched = np.ndim(x) == (4 if kind == "kpu" else 2)
-        if not batched:
-            return [(item, outs)]
-        return [(f"{item}[{i}]", [o[i] for o in outs]) for i in range(len(x))]
-    return run
-
-
-def _float_runner(path, dataset_func, mean=None, std=None):
-    import numpy as np
-
-    from .frontends import load_model
-    from .datasets import IMAGE_EXTENSIONS, get
-    graph = load_model(path)
-    if len(graph.inputs) != 1:
-        raise UsageError("emc run takes single-input models")
-    shape = graph.input_shapes[0]
-    load = get(dataset_func)
-
-    def run(item):
-        if os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS:
-            x = np.asarray(_read_image(item, lambda p: load(p, shape)), np.float32)[None]
-            x = (x - (0.0 if mean is None else mean)) / (1.0 if std is None else std)
-        else:
-            x = np.asarray(_load_npy(item), np.float32)
-            if x.shape == shape:
-                x = x[None]
-        outs = graph.run(x)
-        if len(x) == 1:
-            return [(item, [o[0] for o in outs])]
-        return [(f"{item}[{i}]", [o[i] for o in outs]) for i in range(len(x))]
-    return run
-
-
 # ---- emc compare -------------------------------------------------------------------------------------------
-@command("compare", "float model vs kmodel, layer by layer (cosine, SNR), worst layers first")
+@command("compare", "float model vs a kmodel or emc C folder, layer by layer (cosine, SNR), worst layers first")
 def setup_compare(p):
     p.add_argument("model", metavar="MODEL", help="the float model (Keras / TensorLayer file)")
-    p.add_argument("file", metavar="FILE", help="the kmodel converted from it (emc's, nncase's, Maix-EMC's)")
+    p.add_argument("file", metavar="FILE", help="what it became: a kmodel (emc's, nncase's, Maix-EMC's; layer by "
+                                                "layer) or an emc C / STM32 folder (compiled; final outputs)")
     _dataset_options(p, dataset_required=True)
     p.add_argument("--plot", metavar="PNG", help="draw the per-layer SNR into this PNG file")
     p.set_defaults(max_samples=32)
@@ -383,14 +262,15 @@ def setup_compare(p):
 
 
 def run_compare(args):
+    from .c_folder import is_c_folder
     from .compare import compare
     _need_file(args.model, "model file")
-    _need_file(args.file, "kmodel")
+    _need_file(args.file, "kmodel or C folder")
     _need_file(args.dataset, "dataset")
     _check_names(dataset_func=args.dataset_func)
-    if not _is_kmodel(args.file):
-        raise UsageError(f"{args.file} is not a kmodel; emc compare takes a kmodel (v3/v4). For a C artefact use "
-                         f"emc.compare(net, artefact, data) in Python")
+    if not (_is_kmodel(args.file) or is_c_folder(args.file)):
+        raise UsageError(f"{args.file} is neither a kmodel (v3/v4) nor an emc C artefact folder; give what "
+                         f"'emc convert' wrote (or anyone's kmodel)")
     _start_framework_quietly(args.model, args)
     result = compare(args.model, args.file, args.dataset, dataset_func=args.dataset_func, mean=args.mean,
                      std=args.std, max_samples=args.max_samples, seed=args.seed, progress=_progress(args))
@@ -398,6 +278,35 @@ def run_compare(args):
     if args.plot:
         result.plot(args.plot)
         print(f"\nwrote {args.plot}")
+    return EXIT_OK
+
+
+# ---- emc evaluate ------------------------------------------------------------------------------------------
+@command("evaluate", "accuracy and confusion matrix of any model or artefact on a labelled dataset, in batches")
+def setup_evaluate(p):
+    p.add_argument("model", metavar="MODEL", help=ARTEFACT_HELP)
+    p.add_argument("data", metavar="DATA", help="a folder with one subfolder of images per class (sorted names = "
+                                                "class indices), or a .npz file with arrays x and y")
+    p.add_argument("--dataset-func", default="img_0_1", metavar="NAME",
+                   help="how an image becomes the float input (default img_0_1); for a kmodel it also says how "
+                        "float input maps to the camera's pixels")
+    p.add_argument("--mean", type=float, default=None, help="input mean, applied as (x - mean) / std")
+    p.add_argument("--std", type=float, default=None, help="input standard deviation")
+    p.add_argument("--top", type=int, nargs="+", default=[1, 5], metavar="K", help="top-k accuracies (default 1 5)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per batch (default 32)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="processes sharing the samples (default 1)")
+    p.add_argument("--timing", action="store_true", help="print the host time per sample (whole batches timed)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the subfolder names)")
+    return run_evaluate
+
+
+def run_evaluate(args):
+    from .cli_runners import evaluate_command
+    _need_file(args.model, "model")
+    _need_file(args.data, "dataset")
+    _check_names(dataset_func=args.dataset_func)
+    _start_framework_quietly(args.model, args)
+    print(evaluate_command(args, _progress(args)))
     return EXIT_OK
 
 

@@ -55,7 +55,35 @@ def prepare(net, dataset, dataset_func="img_0_1", quant_func="minmax", max_sampl
     if mean is not None or std is not None:
         data = (data - (0.0 if mean is None else mean)) / (1.0 if std is None else std)
     calibration = calibrate(graph, data, method=quant_func, progress=progress)
+    warn_degenerate_ranges(graph, calibration)
     return graph, calibration, data
+
+
+DEGENERATE = 1e-6         # a calibrated range narrower than this (relative to the input's) has collapsed
+
+
+def degenerate_ranges(graph, calibration):
+    """Graph tensors whose calibrated range is (almost) a single value: [(name, (lo, hi))] in graph order."""
+    ranges = calibration.ranges
+    scale = max([abs(v) for name in graph.inputs if name in ranges for v in ranges[name]] + [1.0])
+    found = []
+    for node in graph:
+        lo_hi = ranges.get(node.name) if node.name not in graph.inputs else None
+        if lo_hi is not None and abs(float(lo_hi[1]) - float(lo_hi[0])) < DEGENERATE * scale:
+            found.append((node.name, lo_hi))
+    return found
+
+
+def warn_degenerate_ranges(graph, calibration):
+    """One warning naming the layers whose calibrated output range collapsed: quantised, they carry no signal."""
+    found = degenerate_ranges(graph, calibration)
+    if found:
+        names = ", ".join(f"'{n}' [{float(lo):.3g}, {float(hi):.3g}]" for n, (lo, hi) in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        log.warning("the calibrated ranges of %d layer(s) have collapsed to a single value: %s%s -- the calibration "
+                    "data do not move these outputs (an untrained or dead model, too few or wrong images, or a "
+                    "wrong dataset_func)", len(found), names, more)
+    return found
 
 
 def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_func="minmax", quant_bit=8,

@@ -1,4 +1,6 @@
 """What the K210 platform returns: the kmodel bytes, an NNoM-style report, and the bit-exact simulation of it."""
+import logging
+
 import numpy as np
 
 from ...artefact import Artefact
@@ -11,11 +13,34 @@ from .lowering.ir import F32, KPU
 MAC_TYPES = {"K210_CONV", "FULLY_CONNECTED", "kpu_conv2d", "matmul", "conv2d", "cpu_conv2d", "QUANTIZED_CONV2D",
              "CONV2D", "cpu_quantized_conv2d", "cpu_quantized_depthwise_conv2d", "DEPTHWISE_CONV2D"}
 UNPADDING = ("K210_REMOVE_PADDING", "strided_slice")
+log = logging.getLogger(__name__)
 REPORT_COLUMNS = ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
 
 
 def _bytes(buf):
     return buf.alloc_size * 64 if buf.where == KPU else buf.nbytes
+
+
+METHODS = {"exact": "piecewise-linear form", "fit": "fitted curve"}
+
+
+def activation_notes(act_errors):
+    """The KPU activation tables folded to what a user acts on: how many are within 1 LSB of the float activation,
+    how many are not and the worst of those (the full list is a debug message)."""
+    notes = []
+    good = [e for e in act_errors if e[3] <= 1]
+    bad = sorted((e for e in act_errors if e[3] > 1), key=lambda e: -e[3])
+    for node, act, method, error in act_errors:
+        log.debug("activation table of '%s' (%s, %s): max error %d LSB", node, act, METHODS.get(method, method), error)
+    if bad:
+        node, act, method, error = bad[0]
+        why = ("the KPU's table cannot encode its slope at these scales -- check the calibrated ranges"
+               if method == "exact" else "the curve is approximated by the KPU's 16 linear pieces")
+        notes.append(f"{len(bad)} activation table(s) deviate from the float activation by more than 1 LSB; worst "
+                     f"'{node}' ({act}, {METHODS.get(method, method)}): {error} LSB ({why}; all with --debug)")
+    if good:
+        notes.append(f"{len(good)} activation table(s) within 1 LSB of the float activation (rounding only)")
+    return notes
 
 
 def build_report(name, lowering, layers, memory, kmodel, version=3):
@@ -38,13 +63,7 @@ def build_report(name, lowering, layers, memory, kmodel, version=3):
         "MACs": macs,
         "MACs on the KPU": f"{100.0 * kpu_macs / macs:.1f}%" if macs else "-",
     })
-    for node, act, method, error in lowering.act_errors:
-        if method == "fit" or error > 1:
-            report.notes.append(f"activation table of '{node}' ({act}, {method}): max error {error} LSB")
-    exact = [f"{n} {act} {error}" for n, act, method, error in lowering.act_errors if method == "exact" and error <= 1]
-    if exact:
-        report.notes.append(f"piecewise-linear activation tables, exact up to rounding (layer, activation, max error "
-                            f"in LSB): {'; '.join(exact)}")
+    report.notes.extend(activation_notes(lowering.act_errors))
     for out_name, buf, info in lowering.outputs:
         layout = "C x H x W (CHW order)" if info["layout"] == "chw" else "flat"
         report.notes.append(f"output '{out_name}' at main memory {buf.address}: {buf.count} {info['dtype']} values, "

@@ -1,0 +1,127 @@
+"""The user's journey, measured (issue 13): wall time and max RSS of `emc inspect / convert / run` on the
+Maix-EMC cifar `.h5` and a MobileNet `.keras`, each command a fresh process as a user runs it; then simulation
+throughput: the K210 simulation of MobileNet v1 1.0/224 batched, the cifar net's C (the Python twin and the
+compiled C), and emc.evaluate with and without timing.
+
+Targets (issue 13): K210 MobileNet <= 0.15 s per image batched on 2 cores, C cifar <= 5 ms per image, timing
+costs nothing. Run: python bench/bench_journey.py [--skip-mobilenet]
+"""
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+REFERENCE = ROOT.parent / "shared" / "reference"
+CIFAR_H5 = REFERENCE / "float-models" / "maixemc_cifar10.h5"
+CIFAR_IMAGES = REFERENCE / "images" / "cifar10"
+IMAGENET = REFERENCE / "images" / "imagenet"
+
+
+def emc_command(*args):
+    """Run `emc ARGS` in a fresh process: (wall seconds, max RSS MiB, exit code, stderr)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-c", "import sys; from emc.cli import main; sys.exit(main())", *map(str, args)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    err = proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode, err
+
+
+def show(label, figures):
+    wall, rss, code, err = figures
+    state = "" if code == 0 else f"  (exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''})"
+    print(f"  {label:<44} {wall:7.2f} s  {rss:7.0f} MiB{state}", flush=True)
+
+
+def mobilenet_keras(folder):
+    """keras.applications.MobileNet 1.0/224 (seeded weights) saved as .keras, once."""
+    path = folder / "mobilenet_v1_1.0_224.keras"
+    if not path.exists():
+        import keras
+        keras.utils.set_random_seed(0)
+        keras.applications.MobileNet(alpha=1.0, weights=None).save(path)
+    return path
+
+
+def commands(out, skip_mobilenet):
+    print("commands (fresh process each; wall time, max RSS):")
+    image = sorted(p for p in CIFAR_IMAGES.iterdir() if p.suffix == ".png" or p.suffix == ".jpg")[0]
+    show("emc inspect cifar.h5", emc_command("inspect", CIFAR_H5))
+    show("emc convert cifar.h5 (k210 v3)", emc_command("convert", CIFAR_H5, "-o", out / "cifar.kmodel",
+                                                       "--dataset", CIFAR_IMAGES, "-q"))
+    show("emc convert cifar.h5 (c)", emc_command("convert", CIFAR_H5, "-o", out / "cifar_c", "--platform", "c",
+                                                 "--dataset", CIFAR_IMAGES, "-q"))
+    show("emc run cifar.h5 image", emc_command("run", CIFAR_H5, image))
+    show("emc run cifar.kmodel image", emc_command("run", out / "cifar.kmodel", image))
+    show("emc run cifar_c image", emc_command("run", out / "cifar_c", image))
+    show("emc inspect cifar.kmodel", emc_command("inspect", out / "cifar.kmodel"))
+    if skip_mobilenet:
+        return None
+    keras_file = mobilenet_keras(out)
+    photo = sorted(p for p in IMAGENET.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))[0]
+    show("emc inspect mobilenet.keras", emc_command("inspect", keras_file))
+    show("emc convert mobilenet.keras (k210 v4)", emc_command("convert", keras_file, "-o", out / "mobilenet.kmodel",
+                                                              "--version", "4", "--dataset", IMAGENET,
+                                                              "--dataset-func", "img_neg1_1", "-q"))
+    show("emc run mobilenet.keras photo", emc_command("run", keras_file, photo, "--dataset-func", "img_neg1_1"))
+    show("emc run mobilenet.kmodel photo", emc_command("run", out / "mobilenet.kmodel", photo))
+    return out / "mobilenet.kmodel"
+
+
+def per_image(fn, x, repeat=1):
+    fn(x[:1])                                            # warm-up (caches, compiled library)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn(x)
+    return (time.perf_counter() - start) / (repeat * len(x))
+
+
+def throughput(out, mobilenet_kmodel):
+    import emc
+    from emc.c_folder import CFolder
+    from emc.datasets import load_dataset
+    print("simulation throughput (host, this process):")
+    cifar = load_dataset(CIFAR_IMAGES, (32, 32, 3))
+    batch = np.concatenate([cifar] * 4)
+    c_artefact = emc.convert(str(CIFAR_H5), platform="c", dataset=str(CIFAR_IMAGES))
+    print(f"  C cifar, Python twin (simulate), batch {len(batch)}: "
+          f"{1000 * per_image(c_artefact.simulate, batch):.2f} ms per image (target <= 5 ms)")
+    folder = CFolder(str(out / "cifar_c"))
+    print(f"  C cifar, compiled C (emc run / evaluate on the folder): "
+          f"{1000 * per_image(folder.predict, batch):.3f} ms per image")
+    k_cifar = emc.convert(str(CIFAR_H5), dataset=str(CIFAR_IMAGES))
+    print(f"  K210 cifar v3, simulate batch {len(batch)}: {1000 * per_image(k_cifar.simulate, batch):.2f} ms "
+          f"per image")
+    graph = k_cifar.graph
+    labels = np.arange(len(batch)) % 10
+    for timing in (False, True):
+        start = time.perf_counter()
+        emc.evaluate(graph, batch, labels, timing=timing)
+        print(f"  evaluate(float graph, {len(batch)} images, timing={timing}): "
+              f"{1000 * (time.perf_counter() - start) / len(batch):.3f} ms per image")
+    if mobilenet_kmodel is not None and mobilenet_kmodel.exists():
+        from emc.datasets import load_dataset as load
+        photos = load(IMAGENET, (224, 224, 3), dataset_func="img_0_255").astype(np.uint8)[:8]
+        model = emc.load_kmodel(str(mobilenet_kmodel))
+        seconds = per_image(lambda x: emc.run_kmodel(model, x), photos)
+        print(f"  K210 MobileNet v1 1.0/224 (kmodel v4), run_kmodel batch {len(photos)}: {seconds:.3f} s per image "
+              f"(target <= 0.15 s)")
+        result = emc.evaluate(str(mobilenet_kmodel), photos, np.zeros(len(photos), int), timing=True, batch_size=8)
+        print(f"  ... through emc.evaluate(timing=True): {result['time_per_inference']:.3f} s per image")
+
+
+if __name__ == "__main__":
+    skip = "--skip-mobilenet" in sys.argv
+    cache = pathlib.Path(os.environ.get("EMC_BENCH_DIR") or tempfile.gettempdir()) / "emc-bench-journey"
+    cache.mkdir(parents=True, exist_ok=True)
+    kmodel = commands(cache, skip)
+    throughput(cache, kmodel)

@@ -1,12 +1,11 @@
-"""The user's journey from a shell: wall time and max RSS of `emc inspect / convert / run` on a Keras CIFAR-10 CNN
-saved as .h5 and on keras.applications.MobileNet (alpha 1.0, 224x224) saved as .keras.
+"""The user's journey, measured (issue 13): wall time and max RSS of `emc inspect / convert / run` on the
+Maix-EMC cifar `.h5` and a MobileNet `.keras`, each command a fresh process as a user runs it; then simulation
+throughput: the K210 simulation of MobileNet v1 1.0/224 batched, the cifar net's C (the Python twin and the
+compiled C), and emc.evaluate with and without timing.
 
-Each command runs as `python -m emc ...` in its own process (rusage from os.wait4, so RSS is that process's own
-peak); `-X importtime` of `emc inspect` tells whether TensorFlow was imported. Issue 13 targets: inspect of the
-.h5 <= 1.5 s and <= 200 MB, convert of the cifar net <= 5 s on 2 cores.
-Run: python bench/bench_journey.py [--keep DIR]   (building the two models needs Keras; emc's commands do not)
+Targets (issue 13): K210 MobileNet <= 0.15 s per image batched on 2 cores, C cifar <= 5 ms per image, timing
+costs nothing. Run: python bench/bench_journey.py [--skip-mobilenet]
 """
-import argparse
 import os
 import pathlib
 import subprocess
@@ -16,97 +15,119 @@ import time
 
 import numpy as np
 
-from common import randomise_batchnorm
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-REFERENCE = pathlib.Path(os.environ.get("EMC_REFERENCE") or ROOT.parent / "shared" / "reference")
+sys.path.insert(0, str(ROOT))
+REFERENCE = ROOT.parent / "shared" / "reference"
+CIFAR_H5 = REFERENCE / "float-models" / "maixemc_cifar10.h5"
+CIFAR_IMAGES = REFERENCE / "images" / "cifar10"
+IMAGENET = REFERENCE / "images" / "imagenet"
 
 
-def cifar_cnn():
-    """A Maix-EMC-style CIFAR-10 CNN: three conv / BN / ReLU / pool stages and two dense layers."""
-    import keras
-    k = keras.layers
-    keras.utils.set_random_seed(0)
-    inp = keras.Input((32, 32, 3))
-    x = inp
-    for filters in (32, 64, 128):
-        x = k.MaxPooling2D(2)(k.ReLU()(k.BatchNormalization()(k.Conv2D(filters, 3, padding="same")(x))))
-    x = k.Dense(128, activation="relu")(k.Flatten()(x))
-    return randomise_batchnorm(keras.Model(inp, k.Dense(10)(x), name="cifar_cnn"))
-
-
-def mobilenet():
-    import keras
-    model = keras.applications.MobileNet(input_shape=(224, 224, 3), alpha=1.0, weights=None, classes=1000)
-    return randomise_batchnorm(model)
-
-
-def images(folder, shape, work, name):
-    """A calibration source: the shared reference images when present, else seeded random .npy inputs."""
-    found = REFERENCE / "images" / folder
-    if found.is_dir():
-        pictures = sorted(p for p in found.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-        return str(found), str(pictures[0])
-    x = np.random.default_rng(0).uniform(0, 1, (16,) + shape).astype(np.float32)
-    np.save(work / f"{name}.npy", x)
-    np.save(work / f"{name}_one.npy", x[:1])
-    return str(work / f"{name}.npy"), str(work / f"{name}_one.npy")
-
-
-def measure(args, cwd, python_flags=()):
-    """(wall seconds, max RSS MB, stderr) of `python [flags] -m emc args` in its own process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def emc_command(*args):
+    """Run `emc ARGS` in a fresh process: (wall seconds, max RSS MiB, exit code, stderr). The bench process
+    stays small (no TensorFlow), since Linux keeps a forked child's pre-exec high-water mark in its max RSS."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-c", "import sys; from emc.cli import main; sys.exit(main())", *map(str, args)]
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *python_flags, "-m", "emc", *map(str, args)], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    stderr = proc.stderr.read()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
+    err = proc.stderr.read()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"emc {' '.join(map(str, args))} failed ({proc.returncode}):\n{stderr[-2000:]}")
-    return wall, usage.ru_maxrss / 1024.0, stderr
+    return wall, usage.ru_maxrss / 1024.0, proc.returncode, err
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--keep", help="write the models and outputs here instead of a temporary folder")
-    parser.add_argument("--build", help=argparse.SUPPRESS)
-    opts = parser.parse_args()
-    if opts.build:             # in a child process: Linux carries a parent's peak RSS into the processes it forks
-        cifar_cnn().save(pathlib.Path(opts.build) / "cifar.h5")
-        mobilenet().save(pathlib.Path(opts.build) / "mobilenet.keras")
-        return
-    work = pathlib.Path(opts.keep or tempfile.mkdtemp(prefix="emc-journey-"))
-    work.mkdir(parents=True, exist_ok=True)
-    cifar_h5, mbn_keras = work / "cifar.h5", work / "mobilenet.keras"
-    if not (cifar_h5.exists() and mbn_keras.exists()):
-        subprocess.run([sys.executable, __file__, "--build", str(work)], check=True)
-    cifar_data, cifar_one = images("cifar10", (32, 32, 3), work, "cifar")
-    mbn_data, mbn_one = images("imagenet", (224, 224, 3), work, "imagenet")
-    steps = [
-        ("inspect cifar.h5", ["inspect", cifar_h5]),
-        ("convert cifar.h5 -> kmodel v3", ["convert", cifar_h5, "-o", work / "cifar.kmodel", "--dataset", cifar_data,
-                                           "--max-samples", "32", "-q"]),
-        ("convert cifar.h5 -> C", ["convert", cifar_h5, "-o", work / "cifar_c", "--platform", "c", "--dataset",
-                                   cifar_data, "--max-samples", "32", "-q"]),
-        ("run cifar.kmodel", ["run", work / "cifar.kmodel", cifar_one]),
-        ("run cifar.h5 (float)", ["run", cifar_h5, cifar_one]),
-        ("inspect mobilenet.keras", ["inspect", mbn_keras]),
-        ("convert mobilenet.keras -> kmodel v3", ["convert", mbn_keras, "-o", work / "mobilenet.kmodel", "--dataset",
-                                                  mbn_data, "--max-samples", "8", "-q"]),
-        ("run mobilenet.keras (float)", ["run", mbn_keras, mbn_one]),
-    ]
-    print(f"{'command':40s} {'wall s':>8s} {'max RSS MB':>11s}")
-    for title, args in steps:
-        wall, rss, _ = measure(args, work)
-        print(f"{title:40s} {wall:8.2f} {rss:11.0f}", flush=True)
-    _, _, trace = measure(["inspect", cifar_h5], work, ("-X", "importtime"))
-    imported = sorted({line.split("|")[-1].strip().split(".")[0] for line in trace.splitlines()
-                       if line.startswith("import time")} & {"tensorflow", "keras", "tensorlayer", "matplotlib"})
-    print(f"frameworks imported by `emc inspect cifar.h5`: {', '.join(imported) or 'none'}")
-    print(f"files in {work}")
+def show(label, figures):
+    wall, rss, code, err = figures
+    state = "" if code == 0 else f"  (exit {code}: {err.strip().splitlines()[-1] if err.strip() else ''})"
+    print(f"  {label:<44} {wall:7.2f} s  {rss:7.0f} MiB{state}", flush=True)
+
+
+def mobilenet_keras(folder):
+    """keras.applications.MobileNet 1.0/224 (seeded weights) saved as .keras, once."""
+    path = folder / "mobilenet_v1_1.0_224.keras"
+    if not path.exists():                 # in its own process: this one stays small, so children's RSS is theirs
+        code = ("import keras; keras.utils.set_random_seed(0); "
+                f"keras.applications.MobileNet(alpha=1.0, weights=None).save({str(path)!r})")
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    return path
+
+
+def commands(out, skip_mobilenet):
+    print("commands (fresh process each; wall time, max RSS):")
+    image = sorted(p for p in CIFAR_IMAGES.iterdir() if p.suffix == ".png" or p.suffix == ".jpg")[0]
+    show("emc inspect cifar.h5", emc_command("inspect", CIFAR_H5))
+    show("emc convert cifar.h5 (k210 v3)", emc_command("convert", CIFAR_H5, "-o", out / "cifar.kmodel",
+                                                       "--dataset", CIFAR_IMAGES, "-q"))
+    show("emc convert cifar.h5 (c)", emc_command("convert", CIFAR_H5, "-o", out / "cifar_c", "--platform", "c",
+                                                 "--dataset", CIFAR_IMAGES, "-q"))
+    show("emc run cifar.h5 image", emc_command("run", CIFAR_H5, image))
+    show("emc run cifar.kmodel image", emc_command("run", out / "cifar.kmodel", image))
+    show("emc run cifar_c image", emc_command("run", out / "cifar_c", image))
+    show("emc inspect cifar.kmodel", emc_command("inspect", out / "cifar.kmodel"))
+    if skip_mobilenet:
+        return None
+    keras_file = mobilenet_keras(out)
+    photo = sorted(p for p in IMAGENET.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))[0]
+    show("emc inspect mobilenet.keras", emc_command("inspect", keras_file))
+    show("emc convert mobilenet.keras (k210 v4)", emc_command("convert", keras_file, "-o", out / "mobilenet.kmodel",
+                                                              "--version", "4", "--dataset", IMAGENET, "-q"))
+    show("emc run mobilenet.keras photo", emc_command("run", keras_file, photo))
+    show("emc run mobilenet.kmodel photo", emc_command("run", out / "mobilenet.kmodel", photo))
+    return out / "mobilenet.kmodel"
+
+
+def per_image(fn, x, repeat=1):
+    fn(x[:1])                                            # warm-up (caches, compiled library)
+    start = time.perf_counter()
+    for _ in range(repeat):
+        fn(x)
+    return (time.perf_counter() - start) / (repeat * len(x))
+
+
+def throughput(out, mobilenet_kmodel):
+    import emc
+    from emc.c_folder import CFolder
+    from emc.datasets import load_dataset
+    print("simulation throughput (host, this process):")
+    cifar = load_dataset(CIFAR_IMAGES, (32, 32, 3))
+    batch = np.concatenate([cifar] * 4)
+    c_artefact = emc.convert(str(CIFAR_H5), platform="c", dataset=str(CIFAR_IMAGES))
+    print(f"  C cifar, Python twin (simulate), batch {len(batch)}: "
+          f"{1000 * per_image(c_artefact.simulate, batch):.2f} ms per image (target <= 5 ms)")
+    folder = CFolder(str(out / "cifar_c"))
+    print(f"  C cifar, compiled C (emc run / evaluate on the folder): "
+          f"{1000 * per_image(folder.predict, batch):.3f} ms per image")
+    k_cifar = emc.convert(str(CIFAR_H5), dataset=str(CIFAR_IMAGES))
+    print(f"  K210 cifar v3, simulate batch {len(batch)}: {1000 * per_image(k_cifar.simulate, batch):.2f} ms "
+          f"per image")
+    graph = k_cifar.graph
+    labels = np.arange(len(batch)) % 10
+    for timing in (False, True):
+        start = time.perf_counter()
+        emc.evaluate(graph, batch, labels, timing=timing)
+        print(f"  evaluate(float graph, {len(batch)} images, timing={timing}): "
+              f"{1000 * (time.perf_counter() - start) / len(batch):.3f} ms per image")
+    if mobilenet_kmodel is not None and mobilenet_kmodel.exists():
+        from emc.datasets import load_dataset as load
+        photos = load(IMAGENET, (224, 224, 3), dataset_func="img_0_255").astype(np.uint8)[:8]
+        model = emc.load_kmodel(str(mobilenet_kmodel))
+        seconds = per_image(lambda x: emc.run_kmodel(model, x), photos)
+        print(f"  K210 MobileNet v1 1.0/224 (kmodel v4), run_kmodel batch {len(photos)}: {seconds:.3f} s per image "
+              f"(target <= 0.15 s)")
+        labels = np.zeros(len(photos), int)
+        result = emc.evaluate(str(mobilenet_kmodel), photos, labels, timing=True, batch_size=4)
+        print(f"  ... through emc.evaluate(timing=True, batch 4): {result['time_per_inference']:.3f} s per image")
+        start = time.perf_counter()
+        emc.evaluate(str(mobilenet_kmodel), photos, labels, batch_size=2, workers=2)
+        print(f"  ... through emc.evaluate(workers=2, batch 2): {(time.perf_counter() - start) / len(photos):.3f} s "
+              f"per image wall (2 processes; fork and loading included)")
+    print(f"  (load average during the bench: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
 if __name__ == "__main__":
-    main()
+    skip = "--skip-mobilenet" in sys.argv
+    cache = pathlib.Path(os.environ.get("EMC_BENCH_DIR") or tempfile.gettempdir()) / "emc-bench-journey"
+    cache.mkdir(parents=True, exist_ok=True)
+    kmodel = commands(cache, skip)
+    throughput(cache, kmodel)

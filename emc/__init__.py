@@ -11,12 +11,16 @@ __version__ = "0.1.0"
 def load_model(source):
     """Any supported network (Keras / TensorLayer object or file, or a Graph) -> emc.Graph."""
     from .frontends import load_model as _load
+    from .quiet import start_tensorflow_quietly
+    start_tensorflow_quietly(source)
     return _load(source)
 
 
 def convert(net, platform="k210", **kwargs):
     """Convert a network for a platform; see emc.convert.convert."""
     from .convert import convert as _convert
+    from .quiet import start_tensorflow_quietly
+    start_tensorflow_quietly(net)
     return _convert(net, platform=platform, **kwargs)
 
 
@@ -51,6 +55,6 @@ __all__ = ["EmcError", "UnsupportedLayerError", "ModelLoadError", "GraphError", 
 _convert_function = convert
 __import__("importlib").import_module(".convert", __name__)
 convert = _convert_function
-from .evaluate import evaluate, export_c_array, export_test_bin  # noqa: E402
+from .evaluate import evaluate, export_c_array, export_test_bin, format_evaluation  # noqa: E402
 from .compare import compare  # noqa: E402
-__all__ += ["evaluate", "export_test_bin", "export_c_array", "compare"]
+__all__ += ["evaluate", "format_evaluation", "export_test_bin", "export_c_array", "compare"]

@@ -7,6 +7,7 @@ generated sources: the model header's size macros and tensor comments, the numbe
 import os
 import re
 
+from .artefact import Artefact
 from .errors import EmcError
 from .report import Report
 
@@ -24,8 +25,22 @@ def _read(path):
         return f.read()
 
 
+def saved_report_object(folder):
+    """The Report emc saved at conversion in the folder's `<name>.emc.json`, or None."""
+    from .sidecar import SUFFIX, read, report_of
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(SUFFIX):
+            report = report_of(read(os.path.join(folder, name)))
+            if report is not None:
+                return report
+    return None
+
+
 def saved_report(folder):
-    """The text of a report file saved in the folder, or None."""
+    """The text of the report saved in the folder (emc's JSON, or a report text file), or None."""
+    report = saved_report_object(folder)
+    if report is not None:
+        return str(report)
     for name in sorted(os.listdir(folder)):
         if name in REPORT_FILES or name.endswith("_report.txt"):
             return _read(os.path.join(folder, name)).rstrip("\n")
@@ -83,3 +98,80 @@ def folder_report(folder):
 def describe(folder):
     """What `emc inspect FOLDER` prints: the saved report, else the one rebuilt from the sources."""
     return saved_report(folder) or str(folder_report(folder))
+
+
+# ---- running a folder: the generated C compiled on the host, as CArtefact.predict does -------------------------------
+IO_TENSOR = re.compile(r"/\*\s*(input|output)\s+(\d+):\s*'([^']*)',\s*shape\s+([0-9x]+)")
+
+
+class CFolder(Artefact):
+    """An emc C / STM32 artefact folder read back from disk: predict(x) runs its compiled <name>_run_float on the
+    host (cached build), simulate(x) is the same (the folder holds sources, not emc's Python twin)."""
+
+    platform = "c"
+
+    def __init__(self, folder):
+        names = model_names(folder) if os.path.isdir(folder) else []
+        if not names:
+            folder_report(folder)                       # raises the error that names the problem
+        name = names[0]
+        files = {f: _read(os.path.join(folder, f)) for f in sorted(os.listdir(folder)) if f.endswith((".c", ".h"))}
+        super().__init__(name, files, None)
+        self.folder = folder
+        header = files[name + ".h"]
+        shapes = {(m.group(1), int(m.group(2))): (m.group(3), tuple(int(d) for d in m.group(4).split("x")))
+                  for m in IO_TENSOR.finditer(header)}
+        self.inputs = [shapes[k] for k in sorted(k for k in shapes if k[0] == "input")]
+        self.outputs = [shapes[k] for k in sorted(k for k in shapes if k[0] == "output")]
+        self.report = saved_report_object(folder) or folder_report(folder)
+        self._fn = None
+
+    @property
+    def input_shape(self):
+        return self.inputs[0][1]
+
+    def _function(self):
+        if self._fn is None:
+            import ctypes
+            from .platforms.c.build import build_shared
+            lib = ctypes.CDLL(build_shared({k: v for k, v in self.files.items()}, self.name))
+            fn = getattr(lib, f"{self.name}_run_float")
+            fn.argtypes = [ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+            fn.restype = ctypes.c_int
+            self._fn, self._lib = fn, lib
+        return self._fn
+
+    def predict(self, x):
+        """Float outputs of the compiled C for float input x (batch first, NHWC), shaped like the model's."""
+        import ctypes
+        import numpy as np
+        if len(self.inputs) != 1:
+            raise EmcError(f"{self.folder}: the model has {len(self.inputs)} inputs; emc runs single-input folders")
+        shape = self.input_shape
+        x = np.asarray(x, np.float32)
+        if x.shape == shape:
+            x = x[None]
+        if x.shape[1:] != shape:
+            raise EmcError(f"{self.folder}: the model takes per-sample shape {'x'.join(map(str, shape))} (NHWC, "
+                           f"batch first), got {x.shape}")
+        fn = self._function()
+        sizes = [int(np.prod(s)) for _, s in self.outputs]
+        flat = np.ascontiguousarray(x.reshape(len(x), -1))
+        out = np.zeros((len(x), sum(sizes)), np.float32)
+        for i in range(len(x)):
+            rc = fn(flat[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float)),
+                    out[i].ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+            if rc != 0:
+                raise EmcError(f"{self.name}_run_float returned {rc}")
+        results, offset = [], 0
+        for (_, s), size in zip(self.outputs, sizes):
+            results.append(out[:, offset:offset + size].reshape((len(x),) + s))
+            offset += size
+        return results
+
+    simulate = predict
+
+
+def is_c_folder(path):
+    """True for a folder holding an emc-generated C model."""
+    return os.path.isdir(path) and bool(model_names(path))

@@ -8,15 +8,12 @@ import logging
 import os
 import sys
 
+from .cli_runners import UsageError, _need_file, read_labels, runner_for, top_k_text
 from .errors import EmcError
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 COMMANDS = {}
 log = logging.getLogger("emc")
-
-
-class UsageError(EmcError):
-    """A command line that cannot be carried out as written."""
 
 
 class Parser(argparse.ArgumentParser):
@@ -56,12 +53,6 @@ def _dataset_options(parser, dataset_required):
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset (default 0)")
 
 
-def _need_file(path, what):
-    if not os.path.exists(path):
-        raise UsageError(f"{what} {path} does not exist")
-    return path
-
-
 def _progress(args):
     return not args.quiet and sys.stderr.isatty()
 
@@ -69,6 +60,13 @@ def _progress(args):
 def _is_kmodel(path):
     from .evaluate import is_kmodel_file
     return os.path.isfile(path) and is_kmodel_file(path)
+
+
+def _start_framework_quietly(path, args):
+    """TensorFlow's C++ start-up lines muted for a Keras file (all of them shown with --debug)."""
+    if not args.debug:
+        from .quiet import start_tensorflow_quietly
+        start_tensorflow_quietly(path)
 
 
 def _check_names(platform=None, quant=None, dataset_func=None):
@@ -96,8 +94,26 @@ def setup_convert(p):
                    help="range function: minmax, kld, l2, percentile, minmax98, meanminmax (default minmax)")
     p.add_argument("--bits", type=int, default=8, help="quantization bits (default 8)")
     p.add_argument("--softmax", action="store_true", help="append a softmax to the outputs")
-    p.add_argument("--name", default=None, help="model name inside the artefact (default: the file's stem)")
+    p.add_argument("--name", default=None,
+                   help="model name inside the artefact and its report (default: the model's own name)")
+    p.add_argument("--ram-limit", type=_byte_count, default=None, metavar="BYTES",
+                   help="fail when the model needs more RAM (k210: kmodel + main buffer in SRAM, default 6M; "
+                        "c/stm32: the arena, default no limit); K/M suffixes allowed, 'none' for no limit")
+    p.add_argument("--dense", choices=("auto", "kpu", "cpu"), default=None,
+                   help="k210: where dense layers on vectors run (auto: the KPU from 64K weights; default auto)")
     return run_convert
+
+
+def _byte_count(text):
+    """'6M', '512K', '100000' or 'none' -> bytes (None: no limit)."""
+    value = text.strip().lower()
+    if value in ("none", "0", "off"):
+        return "none"
+    scale = {"k": 1024, "m": 1024 * 1024}.get(value[-1:], 1)
+    try:
+        return int(float(value[:-1] if scale > 1 else value) * scale)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a byte count (e.g. 6M, 512K, 100000, none)") from None
 
 
 def run_convert(args):
@@ -107,7 +123,8 @@ def run_convert(args):
     _check_names(args.platform, args.quant, args.dataset_func)
     options = {}
     if args.platform != "k210":
-        for flag, given in (("--version", args.version is not None), ("--softmax", args.softmax)):
+        for flag, given in (("--version", args.version is not None), ("--softmax", args.softmax),
+                            ("--dense", args.dense is not None)):
             if given:
                 raise UsageError(f"{flag} is a k210 option; the {args.platform} platform does not take it"
                                  + (" (add a Softmax layer to the model instead)" if flag == "--softmax" else ""))
@@ -115,7 +132,12 @@ def run_convert(args):
         options["version"] = args.version or 3
     if args.softmax:
         options["softmax"] = True
-    options["name"] = args.name or _stem(args.output if args.platform == "k210" else args.model)
+    if args.dense is not None:
+        options["dense"] = args.dense
+    if args.ram_limit is not None:
+        options["ram_limit"] = None if args.ram_limit == "none" else args.ram_limit
+    if args.name:
+        options["name"] = args.name                   # else the model's own name (emc.convert's rule)
     artefact = convert(args.model, platform=args.platform, dataset=args.dataset, dataset_func=args.dataset_func,
                        quant_func=args.quant, quant_bit=args.bits, max_samples=args.max_samples or 256,
                        seed=args.seed, mean=args.mean, std=args.std, progress=_progress(args), **options)
@@ -126,11 +148,6 @@ def run_convert(args):
         print(f"wrote {path} ({os.path.getsize(path):,} bytes)")
     return EXIT_OK
 
-
-def _stem(path):
-    stem = os.path.splitext(os.path.basename(os.path.normpath(path)))[0]
-    clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in stem) or "model"
-    return clean if not clean[0].isdigit() else "m_" + clean
 
 
 # ---- emc inspect -------------------------------------------------------------------------------------------
@@ -146,14 +163,32 @@ def run_inspect(args):
     if os.path.isdir(path):
         print(_artefact_folder_report(path))
     elif _is_kmodel(path):
-        from .platforms.k210.kmodel import load_kmodel
-        print(load_kmodel(path))
+        print(_kmodel_text(path))
     elif os.path.splitext(path)[1].lower() in (".h5", ".hdf5", ".keras"):
         from .frontends import load_model
-        print(load_model(path).summary())
+        from .passes import optimize
+        _start_framework_quietly(path, args)
+        graph = optimize(load_model(path))
+        print(graph.summary())
+        print("(the graph after emc's passes: BatchNorm folded, activations fused, Dropout removed -- what "
+              "the platforms convert)")
     else:
         raise UsageError(f"{path} is neither a kmodel (v3 or v4), an emc C artefact folder nor a .h5/.keras model")
     return EXIT_OK
+
+
+def _kmodel_text(path):
+    """emc's own kmodel (with its .emc.json): the conversion report, checked against the file; anyone else's:
+    the reader's layer table, plus the KPU RAM peak the conversion report gives."""
+    from .platforms.k210.inspect import file_totals, kmodel_report
+    from .platforms.k210.kmodel import load_kmodel
+    from .sidecar import for_kmodel
+    model = load_kmodel(path)
+    doc = for_kmodel(path)
+    if doc is not None:
+        return str(kmodel_report(model, doc))
+    peak = file_totals(model)["KPU RAM peak (bytes)"]
+    return f"{model}\nKPU RAM peak (bytes): {peak:,}"
 
 
 def _artefact_folder_report(folder):
@@ -163,16 +198,24 @@ def _artefact_folder_report(folder):
 
 
 # ---- emc run -----------------------------------------------------------------------------------------------
-@command("run", "run a kmodel (simulated bit-exactly) or a float model on images or .npy inputs")
+ARTEFACT_HELP = ("a kmodel v3/v4 (simulated bit-exactly; anyone's), an emc C / STM32 artefact folder (its C "
+                 "compiled on the host), or a Keras / TensorLayer model file (float)")
+
+
+@command("run", "run a kmodel (simulated bit-exactly), an emc C folder (compiled) or a float model on inputs")
 def setup_run(p):
-    p.add_argument("file", metavar="FILE", help="a kmodel (v3/v4) or a Keras / TensorLayer model file")
+    p.add_argument("file", metavar="FILE", help=ARTEFACT_HELP)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files (resized to the model input) or .npy arrays (kmodels: uint8 HWC images or "
-                        "float vectors; float models: float input)")
+                        "float vectors; C folders and float models: float input)")
     p.add_argument("--labels", metavar="FILE", help="class names, one per line: print the top-k classes")
     p.add_argument("--top", type=int, default=5, metavar="K", help="how many classes with --labels (default 5)")
     p.add_argument("--dataset-func", default="img_0_1", metavar="NAME",
-                   help="float models only: how an image becomes the float input (default img_0_1)")
+                   help="C folders and float models: how an image becomes the float input (default img_0_1); "
+                        "a kmodel takes the camera's pixels")
+    p.add_argument("--mean", type=float, default=None,
+                   help="C folders and float models: input mean, applied as (x - mean) / std after --dataset-func")
+    p.add_argument("--std", type=float, default=None, help="C folders and float models: input standard deviation")
     p.add_argument("--full", action="store_true", help="print every output value, not a summary")
     return run_run
 
@@ -182,13 +225,12 @@ def run_run(args):
     _need_file(args.file, "model file")
     for path in args.inputs:
         _need_file(path, "input")
-    labels = _read_labels(args.labels) if args.labels else None
+    labels = read_labels(args.labels) if args.labels else None
     if args.top < 1:
         raise UsageError("--top must be at least 1")
-    if _is_kmodel(args.file):
-        runner = _kmodel_runner(args.file)
-    else:
-        runner = _float_runner(args.file, args.dataset_func)
+    _check_names(dataset_func=args.dataset_func)
+    _start_framework_quietly(args.file, args)
+    runner = runner_for(args.file, args.dataset_func, args.mean, args.std)
     np.set_printoptions(precision=4, suppress=True, threshold=sys.maxsize if args.full else 20, linewidth=110)
     inputs = args.inputs
     if _progress(args) and len(inputs) > 1:
@@ -200,120 +242,18 @@ def run_run(args):
             for k, out in enumerate(outputs):
                 out = np.asarray(out, np.float32).reshape(-1)
                 if labels is not None:
-                    print(_top_k(out, labels, args.top, k, len(outputs)))
+                    print(top_k_text(out, labels, args.top, k, len(outputs)))
                 else:
                     print(f"  output {k} ({out.size} values): {np.array2string(out, prefix='  ')}")
     return EXIT_OK
 
 
-def _read_labels(path):
-    _need_file(path, "labels file")
-    with open(path, encoding="utf-8") as f:
-        labels = [line.strip() for line in f.read().splitlines()]
-    while labels and not labels[-1]:
-        labels.pop()
-    if not labels:
-        raise UsageError(f"labels file {path} is empty; give one class name per line")
-    return labels
-
-
-def _top_k(values, labels, k, index, count):
-    import numpy as np
-    order = np.argsort(-values, kind="stable")[:k]
-    head = f"  output {index} top-{min(k, values.size)}:" if count > 1 else f"  top-{min(k, values.size)}:"
-    lines = [head]
-    for rank, c in enumerate(order, 1):
-        name = labels[c] if c < len(labels) else f"(no label: only {len(labels)} in the file)"
-        lines.append(f"    {rank}. {values[c]:10.4f}  {c:>4}  {name}")
-    return "\n".join(lines)
-
-
-def _read_image(path, read):
-    """read(path), with an unreadable image reported as bad input, not as a crash."""
-    try:
-        return read(path)
-    except OSError as err:                       # PIL's UnidentifiedImageError is an OSError
-        raise UsageError(f"cannot read image {path} ({err}); give an image file or a .npy array") from None
-
-
-def _load_npy(path):
-    import numpy as np
-    try:
-        return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise UsageError(f"{path} is not a readable .npy array ({err})") from None
-
-
-def _kmodel_runner(path):
-    """Per input path: [(display name, [flat outputs])] from the kmodel simulator."""
-    import numpy as np
-
-    from .platforms.k210.kmodel import load_kmodel, run_kmodel
-    from .datasets import read_image
-    model = load_kmodel(path)
-    kind, shape = kmodel_input(model)
-
-    def run(item):
-        if item.lower().endswith(".npy"):
-            x = _load_npy(item)
-            if kind == "float":
-                x = np.asarray(x, np.float32)
-        elif kind != "kpu":
-            raise UsageError(f"{path} takes {shape[0]} float values, not an image: give a .npy file")
-        else:
-            c, h, w = shape
-            x = _read_image(item, lambda p: read_image(p, (h, w, c)))
-        outs = run_kmodel(model, x)
-        batched = np.ndim(x) == (4 if kind == "kpu" else 2)
-        if not batched:
-            return [(item, outs)]
-        return [(f"{item}[{i}]", [o[i] for o in outs]) for i in range(len(x))]
-    return run
-
-
-def kmodel_input(model):
-    """('kpu', (C, H, W)) for an image-input kmodel (uint8 pixels), ('float', (n,)) for a float-vector one."""
-    if model.version == 3:
-        from .platforms.k210.v3.simulator import input_spec
-        return input_spec(model)
-    if len(model.inputs) != 1:
-        raise UsageError(f"emc run takes single-input kmodels; this one has {len(model.inputs)} inputs")
-    _, c, h, w = model.input_shapes[0]
-    if model.inputs[0].dtype == "u8":
-        return "kpu", (c, h, w)
-    return "float", (c * h * w,)
-
-
-def _float_runner(path, dataset_func):
-    import numpy as np
-
-    from .frontends import load_model
-    from .datasets import IMAGE_EXTENSIONS, get
-    graph = load_model(path)
-    if len(graph.inputs) != 1:
-        raise UsageError("emc run takes single-input models")
-    shape = graph.input_shapes[0]
-    load = get(dataset_func)
-
-    def run(item):
-        if os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS:
-            x = np.asarray(_read_image(item, lambda p: load(p, shape)), np.float32)[None]
-        else:
-            x = np.asarray(_load_npy(item), np.float32)
-            if x.shape == shape:
-                x = x[None]
-        outs = graph.run(x)
-        if len(x) == 1:
-            return [(item, [o[0] for o in outs])]
-        return [(f"{item}[{i}]", [o[i] for o in outs]) for i in range(len(x))]
-    return run
-
-
 # ---- emc compare -------------------------------------------------------------------------------------------
-@command("compare", "float model vs kmodel, layer by layer (cosine, SNR), worst layers first")
+@command("compare", "float model vs a kmodel or emc C folder, layer by layer (cosine, SNR), worst layers first")
 def setup_compare(p):
     p.add_argument("model", metavar="MODEL", help="the float model (Keras / TensorLayer file)")
-    p.add_argument("file", metavar="FILE", help="the kmodel converted from it (emc's, nncase's, Maix-EMC's)")
+    p.add_argument("file", metavar="FILE", help="what it became: a kmodel (emc's, nncase's, Maix-EMC's; layer by "
+                                                "layer) or an emc C / STM32 folder (compiled; final outputs)")
     _dataset_options(p, dataset_required=True)
     p.add_argument("--plot", metavar="PNG", help="draw the per-layer SNR into this PNG file")
     p.set_defaults(max_samples=32)
@@ -321,20 +261,51 @@ def setup_compare(p):
 
 
 def run_compare(args):
+    from .c_folder import is_c_folder
     from .compare import compare
     _need_file(args.model, "model file")
-    _need_file(args.file, "kmodel")
+    _need_file(args.file, "kmodel or C folder")
     _need_file(args.dataset, "dataset")
     _check_names(dataset_func=args.dataset_func)
-    if not _is_kmodel(args.file):
-        raise UsageError(f"{args.file} is not a kmodel; emc compare takes a kmodel (v3/v4). For a C artefact use "
-                         f"emc.compare(net, artefact, data) in Python")
+    if not (_is_kmodel(args.file) or is_c_folder(args.file)):
+        raise UsageError(f"{args.file} is neither a kmodel (v3/v4) nor an emc C artefact folder; give what "
+                         f"'emc convert' wrote (or anyone's kmodel)")
+    _start_framework_quietly(args.model, args)
     result = compare(args.model, args.file, args.dataset, dataset_func=args.dataset_func, mean=args.mean,
                      std=args.std, max_samples=args.max_samples, seed=args.seed, progress=_progress(args))
     print(result)
     if args.plot:
         result.plot(args.plot)
         print(f"\nwrote {args.plot}")
+    return EXIT_OK
+
+
+# ---- emc evaluate ------------------------------------------------------------------------------------------
+@command("evaluate", "accuracy and confusion matrix of any model or artefact on a labelled dataset, in batches")
+def setup_evaluate(p):
+    p.add_argument("model", metavar="MODEL", help=ARTEFACT_HELP)
+    p.add_argument("data", metavar="DATA", help="a folder with one subfolder of images per class (sorted names = "
+                                                "class indices), or a .npz file with arrays x and y")
+    p.add_argument("--dataset-func", default="img_0_1", metavar="NAME",
+                   help="how an image becomes the float input (default img_0_1); for a kmodel it also says how "
+                        "float input maps to the camera's pixels")
+    p.add_argument("--mean", type=float, default=None, help="input mean, applied as (x - mean) / std")
+    p.add_argument("--std", type=float, default=None, help="input standard deviation")
+    p.add_argument("--top", type=int, nargs="+", default=[1, 5], metavar="K", help="top-k accuracies (default 1 5)")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="samples per batch (default 32)")
+    p.add_argument("--workers", type=int, default=1, metavar="N", help="processes sharing the samples (default 1)")
+    p.add_argument("--timing", action="store_true", help="print the host time per sample (whole batches timed)")
+    p.add_argument("--labels", metavar="FILE", help="class names, one per line (default: the subfolder names)")
+    return run_evaluate
+
+
+def run_evaluate(args):
+    from .cli_runners import evaluate_command
+    _need_file(args.model, "model")
+    _need_file(args.data, "dataset")
+    _check_names(dataset_func=args.dataset_func)
+    _start_framework_quietly(args.model, args)
+    print(evaluate_command(args, _progress(args)))
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ outputs -- dequantized by the device itself and compared as they are -- do show.
 artefact are dequantized with their own scale and zero point.
 """
 import logging
+import os
 import sys
 
 import numpy as np
@@ -31,7 +32,9 @@ log = logging.getLogger(__name__)
 # Device layers that only move or re-encode data: kmodel v3 layer types, kmodel v4 opcodes, C kernel kinds.
 DATA_MOVEMENT = {"k210_upload", "k210_add_padding", "k210_remove_padding", "quantize", "dequantize",
                  "channelwise_dequantize", "requantize", "tensorflow_flatten", "quantized_tensorflow_flatten",
-                 "kpu_upload", "memory_copy", "transpose", "pad", "reshape", "flatten"}
+                 "kpu_upload", "memory_copy", "transpose", "pad", "reshape", "flatten", "strided_slice"}
+# Activations a device runs as layers of their own: paired with the float tensor after them, never before.
+POST_OPS = {"softmax"}
 
 
 class _Sums:
@@ -100,6 +103,8 @@ def _float_view(kind, dev_shape, node_shape):
 def _as_device_order(value, layout):
     """Batched float tensor -> (N, -1) in the device's element order."""
     value = np.asarray(value, np.float32)
+    if layout == "padded":
+        return value.reshape(len(value), -1)
     if layout == "chw" and value.ndim == 4:
         value = value.transpose(0, 3, 1, 2)
     return value.reshape(len(value), -1)
@@ -131,10 +136,29 @@ class Traced:
         self.fit = self.array.dtype.kind in "ui" if fit is None else fit
 
 
-def match_layers(graph, steps, names=None):
+def _post_op(node):
+    """The activation a graph node ends with when it is one a device runs as a layer of its own (softmax)."""
+    act = getattr(getattr(node, "op", None), "activation", None)
+    name = getattr(act, "name", None)
+    return name if name in POST_OPS else None
+
+
+def _exact_view(kind, shape, node_shape):
+    """_float_view for a pairing known by name; a vector computed as a padded KPU map (C, 4, 4) reads [:, 0, 0]."""
+    layout = _float_view(kind, shape, node_shape)
+    if layout is not None or len(node_shape) != 1:
+        return layout
+    if kind == "chw" and shape == (node_shape[0], 4, 4):
+        return "padded"
+    return "flat" if int(np.prod(shape)) == node_shape[0] else None
+
+
+def match_layers(graph, steps, names=None, exact=False):
     """[(device index, device type, graph node name, layout)] and the unmatched [(index, type)] per the rule above.
 
     steps: Traced records, or (index, type, array) triples of a kmodel trace; names: {index: graph layer}.
+    exact=True: names are the graph tensors the device layers compute (emc's own artefacts): each layer is
+    paired with its tensor only, and a layer naming none (a pre-activation, an intermediate) stays unmatched.
     """
     order = [n.name for n in graph if n.name not in graph.inputs]
     position = {name: i for i, name in enumerate(order)}
@@ -150,12 +174,22 @@ def match_layers(graph, steps, names=None):
         if _is_data_movement(type_name):
             continue
         kind, shape = _device_view(step.array, step.layout)
-        start = cursor
         named = names.get(index)
+        if exact:
+            layout = _exact_view(kind, shape, graph[named].shape) if named in position else None
+            if layout is None:
+                unmatched.append((index, type_name))
+            else:
+                matches.append((index, type_name, named, layout))
+            continue
+        start = cursor
         if named in position and position[named] >= cursor:
             start = position[named]
+        post = str(type_name).lower() if str(type_name).lower() in POST_OPS else None
         found = None
         for i in range(start, len(order)):
+            if _post_op(graph[order[i]]) != post:    # a device softmax meets the softmax's output, nothing else
+                continue
             layout = _float_view(kind, shape, graph[order[i]].shape)
             if layout is not None:
                 found = (i, layout)
@@ -172,12 +206,13 @@ def match_layers(graph, steps, names=None):
 class Comparison:
     """Result of compare(): per matched layer and per output metrics; str() prints worst layers first."""
 
-    def __init__(self, layers, outputs, unmatched, samples, device_name):
+    def __init__(self, layers, outputs, unmatched, samples, device_name, exact=False):
         self.layers = layers        # [{index, device, tensor, shape, values, cosine, snr_db, max_abs}]
         self.outputs = outputs      # [{output, cosine, snr_db, mean_abs, max_abs, top1_agree}]
         self.unmatched = unmatched  # [(device index, device type)]
         self.samples = samples
         self.device_name = device_name
+        self.exact = exact          # True: pairs from emc's own layer -> tensor record, not shapes
 
     def worst_first(self):
         return sorted(self.layers, key=lambda r: (r["snr_db"], r["index"]))
@@ -197,8 +232,11 @@ class Comparison:
                 text += f", same top-1 on {out['top1_agree']:.1%} of samples"
             report.totals[f"output '{out['output']}'"] = text
         if self.unmatched:
-            report.notes.append("device layers without a float tensor of their shape: "
-                                + ", ".join(f"{i} {t}" for i, t in self.unmatched))
+            why = ("device layers computing no tensor of the float graph (pre-activations, intermediates): "
+                   if self.exact else "device layers without a float tensor of their shape: ")
+            report.notes.append(why + ", ".join(f"{i} {t}" for i, t in self.unmatched))
+        report.notes.append("layers paired by the graph tensor emc recorded for each device layer" if self.exact
+                            else "layers paired by shape and order (the device file names no graph tensors)")
         report.notes.append("u8 (fit): uint8 device tensor mapped to float by a least-squares affine fit; "
                             "i8: int8 tensor dequantized with its own scale; f32: compared as it is")
         return report
@@ -206,7 +244,10 @@ class Comparison:
     def __str__(self):
         return str(self.report)
 
-    def plot(self, path, title=None):
+    def _repr_html_(self):
+        return self.report._repr_html_()
+
+    def plot(self, path=None, title=None):
         """Draw per-layer SNR (execution order) into a PNG with matplotlib's Agg backend."""
         import io
 
@@ -225,6 +266,8 @@ class Comparison:
         ax.axhline(20, color="#888888", linewidth=0.8, linestyle="--")
         ax.set_title(title or f"float vs {self.device_name}: per-layer SNR ({self.samples} samples)")
         fig.tight_layout()
+        if path is None:                            # a notebook: the Figure itself
+            return fig
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=100)
         write_atomic(path, buffer.getvalue())
@@ -245,6 +288,14 @@ def _load_data(data, graph, dataset_func, mean, std, max_samples, seed):
     return x
 
 
+def _sidecar_tensors(device):
+    """{device layer: graph tensor} from the sidecar emc wrote next to a kmodel file, or None."""
+    if not isinstance(device, (str, os.PathLike)):
+        return None
+    from .sidecar import for_kmodel, layer_tensors
+    return layer_tensors(for_kmodel(device)) or None
+
+
 class _Device:
     """Runs one sample on the device with a layer trace; final outputs shaped like the graph's."""
 
@@ -254,6 +305,10 @@ class _Device:
         from .evaluate import is_parsed_kmodel
         self.artefact = device if isinstance(device, Artefact) else None
         self.names = _report_names(device) if self.artefact is not None else {}
+        self.exact = False
+        tensors = getattr(device, "layer_tensors", None) if self.artefact is not None else _sidecar_tensors(device)
+        if tensors:                                 # emc's own artefact: the graph tensor of every device layer
+            self.names, self.exact = dict(tensors), True
         self.graph = graph
         self.model = None
         self.to_device = None
@@ -331,6 +386,8 @@ def compare(net, device, data, dataset_func="img_0_1", mean=None, std=None, max_
         if graph is None:
             raise EmcError("compare() needs the float network for a device without its own graph")
     else:
+        from .quiet import start_tensorflow_quietly
+        start_tensorflow_quietly(net)
         graph = optimize(load_model(net))
     x = _load_data(data, graph, dataset_func, mean, std, max_samples, seed)
     if input_transform is None and isinstance(dataset_func, str):
@@ -338,6 +395,12 @@ def compare(net, device, data, dataset_func="img_0_1", mean=None, std=None, max_
             input_transform = pixel_mapping(dataset_func, mean, std)
         except EmcError:
             input_transform = None
+    if isinstance(device, (str, os.PathLike)) and os.path.isdir(device):
+        from .c_folder import CFolder
+        device = CFolder(os.fspath(device))        # a C / STM32 folder: its compiled C, final outputs
+    elif input_transform is None and isinstance(device, (str, os.PathLike)):
+        from .evaluate import sidecar_transform
+        input_transform = sidecar_transform(device)
     dev = _Device(device, graph, input_transform)
     samples = range(len(x))
     if progress and sys.stderr.isatty():
@@ -349,7 +412,7 @@ def compare(net, device, data, dataset_func="img_0_1", mean=None, std=None, max_
         flat_outs.append(outs)
         by_index = {s.index: s for s in steps}
         if matches is None:
-            matches, unmatched = match_layers(graph, steps, dev.names)
+            matches, unmatched = match_layers(graph, steps, dev.names, dev.exact)
             for index, _, _, _ in matches:
                 step = by_index[index]
                 kinds[index] = "u8 (fit)" if step.fit else ("i8" if step.layout == "hwc" else "f32")
@@ -361,7 +424,10 @@ def compare(net, device, data, dataset_func="img_0_1", mean=None, std=None, max_
         graph.run(x[i:i + 1], observer=lambda name, v: seen.__setitem__(name, v) if name in wanted else None)
         for index, _, tensor, layout in matches:
             f = _as_device_order(seen[tensor], layout)
-            sums[index].add(f, np.asarray(by_index[index].array, np.float64).reshape(1, -1))
+            d = np.asarray(by_index[index].array, np.float64)
+            if layout == "padded":                  # a vector the KPU computed as a (C, 4, 4) map: pixel (0, 0)
+                d = d.reshape(-1, 4, 4)[:, 0, 0]
+            sums[index].add(f, d.reshape(1, -1))
     layers = []
     for index, type_name, tensor, layout in matches or []:
         cosine, snr, max_abs, _ = sums[index].metrics()
@@ -369,7 +435,7 @@ def compare(net, device, data, dataset_func="img_0_1", mean=None, std=None, max_
                        "shape": "x".join(map(str, graph[tensor].shape)), "values": kinds[index],
                        "cosine": cosine, "snr_db": snr, "max_abs": max_abs})
     outputs = _compare_outputs(graph, x, dev.outputs(x, flat_outs))
-    result = Comparison(layers, outputs, unmatched, len(x), dev.name)
+    result = Comparison(layers, outputs, unmatched, len(x), dev.name, dev.exact)
     log.info("%s", result)
     return result
 

@@ -29,6 +29,13 @@ def input_transform(dataset_func, mean=None, std=None):
     return (scale / std, (offset - mean) / std)
 
 
+def model_name(graph, name=None):
+    """The artefact's name, the same rule on every platform: the name given, else the model's own name, made a
+    C identifier (letters, digits, '_'; not starting with a digit)."""
+    from .names import c_identifier
+    return c_identifier(name or graph.name or "model")
+
+
 def prepare(net, dataset, dataset_func="img_0_1", quant_func="minmax", max_samples=256, seed=0,
             mean=None, std=None, progress=False, platform_passes=()):
     """Load + optimize the graph (plus a platform's own GRAPH_PASSES, e.g. the K210's channel split) and
@@ -51,7 +58,35 @@ def prepare(net, dataset, dataset_func="img_0_1", quant_func="minmax", max_sampl
     if mean is not None or std is not None:
         data = (data - (0.0 if mean is None else mean)) / (1.0 if std is None else std)
     calibration = calibrate(graph, data, method=quant_func, progress=progress)
+    warn_degenerate_ranges(graph, calibration)
     return graph, calibration, data
+
+
+DEGENERATE = 1e-6         # a calibrated range narrower than this (relative to the input's) has collapsed
+
+
+def degenerate_ranges(graph, calibration):
+    """Graph tensors whose calibrated range is (almost) a single value: [(name, (lo, hi))] in graph order."""
+    ranges = calibration.ranges
+    scale = max([abs(v) for name in graph.inputs if name in ranges for v in ranges[name]] + [1.0])
+    found = []
+    for node in graph:
+        lo_hi = ranges.get(node.name) if node.name not in graph.inputs else None
+        if lo_hi is not None and abs(float(lo_hi[1]) - float(lo_hi[0])) < DEGENERATE * scale:
+            found.append((node.name, lo_hi))
+    return found
+
+
+def warn_degenerate_ranges(graph, calibration):
+    """One warning naming the layers whose calibrated output range collapsed: quantised, they carry no signal."""
+    found = degenerate_ranges(graph, calibration)
+    if found:
+        names = ", ".join(f"'{n}' [{float(lo):.3g}, {float(hi):.3g}]" for n, (lo, hi) in found[:5])
+        more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+        log.warning("the calibrated ranges of %d layer(s) have collapsed to a single value: %s%s -- the calibration "
+                    "data do not move these outputs (an untrained or dead model, too few or wrong images, or a "
+                    "wrong dataset_func)", len(found), names, more)
+    return found
 
 
 def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_func="minmax", quant_bit=8,
@@ -64,6 +99,7 @@ def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_fu
     target = platforms.get(platform)
     graph, calibration, data = prepare(net, dataset, dataset_func, quant_func, max_samples, seed, mean, std,
                                        progress, getattr(target, "GRAPH_PASSES", ()))
+    options["name"] = model_name(graph, options.get("name"))
     transform = input_transform(dataset_func, mean, std)
     artefact = target.convert(graph, calibration, quant_bit=quant_bit, input_transform=transform, **options)
     artefact.graph = graph

@@ -9,6 +9,7 @@ import time
 import numpy as np
 
 from .errors import EmcError
+from .evaluate_data import format_evaluation  # noqa: F401 -- part of this module's API (emc.format_evaluation)
 from .fileio import write_atomic
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,11 @@ def to_pixels(x, input_transform):
 class Predictor:
     """One callable front for every kind of model: predict(x) -> list of batched float outputs."""
 
-    def __init__(self, kind, fn, graph=None):
+    def __init__(self, kind, fn, graph=None, input_shape=None):
         self.kind = kind          # 'float' | 'k210' | 'kmodel' | 'c' | artefact platform name
         self.fn = fn
         self.graph = graph
+        self.input_shape = input_shape    # per-sample input (H, W, C) when there is no graph to tell it
 
     def __call__(self, x):
         return [np.asarray(o, np.float32) for o in self.fn(x)]
@@ -66,7 +68,21 @@ def _kmodel_predictor(model, input_transform):
             x = to_pixels(x, input_transform)
         outs = run_kmodel(model, x)
         return [np.asarray(o, np.float32).reshape(len(x), -1) for o in outs]
-    return Predictor("kmodel", run)
+    kind, shape = kmodel_input(model)
+    return Predictor("kmodel", run, input_shape=(shape[1], shape[2], shape[0]) if kind == "kpu" else shape)
+
+
+def kmodel_input(model):
+    """('kpu', (C, H, W)) for an image-input kmodel (uint8 pixels), ('float', (n,)) for a float-vector one."""
+    if model.version == 3:
+        from .platforms.k210.v3.simulator import input_spec
+        return input_spec(model)
+    if len(model.inputs) != 1:
+        raise EmcError(f"emc runs single-input kmodels; this one has {len(model.inputs)} inputs")
+    _, c, h, w = model.input_shapes[0]
+    if model.inputs[0].dtype == "u8":
+        return "kpu", (c, h, w)
+    return "float", (c * h * w,)
 
 
 def _artefact_runner(artefact):
@@ -85,6 +101,13 @@ def _artefact_runner(artefact):
                 state["compiled"] = False
         return artefact.simulate(x)
     return run
+
+
+def sidecar_transform(path):
+    """The pixel mapping (scale, offset) emc recorded next to its kmodel at path, or None."""
+    from .sidecar import for_kmodel
+    transform = (for_kmodel(path) or {}).get("input_transform")
+    return tuple(transform) if transform else None
 
 
 def predictor(model, input_transform=None):
@@ -108,100 +131,141 @@ def predictor(model, input_transform=None):
             raise EmcError(f"model file {path} does not exist")
         if os.path.isfile(path) and is_kmodel_file(path):
             from .platforms.k210.kmodel import load_kmodel
-            return _kmodel_predictor(load_kmodel(path), input_transform)
+            return _kmodel_predictor(load_kmodel(path), input_transform or sidecar_transform(path))
+        if os.path.isdir(path):
+            from .c_folder import CFolder
+            folder = CFolder(path)
+            return Predictor(folder.platform, folder.predict, input_shape=folder.input_shape)
     if not isinstance(model, Graph):
         from .frontends import load_model
+        from .quiet import start_tensorflow_quietly
+        start_tensorflow_quietly(model)
         model = load_model(model)
     graph = model
     return Predictor("float", lambda x: graph.run(x), graph)
 
 
 # ---- evaluate ----------------------------------------------------------------------------------------------
-def _labels(y, n):
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        y = np.argmax(y, axis=1)                  # one-hot (or scores) -> class index
-    y = y.reshape(-1)
-    if len(y) != n:
-        raise EmcError(f"{n} samples but {len(y)} labels; give one label (or one-hot row) per sample")
-    if not np.all(np.equal(np.mod(y, 1), 0)) or (y.size and y.min() < 0):
-        raise EmcError("labels must be non-negative class indices or one-hot rows")
-    return y.astype(np.int64)
+_WORK = {}                # what forked workers inherit: the predictor and the source (no pickling)
 
 
-def _batches(n, batch_size, progress):
-    starts = range(0, n, batch_size)
+def _run_range(bounds):
+    """Worker body: scores of samples start..stop in batches, with the summed wall time of whole batches."""
+    start, stop, batch_size = bounds
+    run, source = _WORK["run"], _WORK["source"]
+    out, elapsed = [], 0.0
+    for s in range(start, stop, batch_size):
+        x, _ = source.batch(s, min(stop, s + batch_size))
+        begin = time.perf_counter()
+        scores = run(x)[0]
+        elapsed += time.perf_counter() - begin
+        out.append(np.asarray(scores, np.float32).reshape(len(x), -1))
+    return start, np.concatenate(out), elapsed
+
+
+def _progress_bar(total, progress):
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
-        starts = tqdm(starts, desc="evaluating", unit="batch", leave=False)
-    return starts
+        return tqdm(total=total, desc="evaluating", unit="sample", leave=False, file=sys.stderr)
+    return None
 
 
-def evaluate(model, x, y, top_k=(1, 5), timing=False, batch_size=32, input_transform=None, progress=False):
-    """Top-k accuracy and confusion matrix of model's first output on (x, y); optional time per inference.
+def evaluate(model, x, y=None, top_k=(1, 5), timing=False, batch_size=32, input_transform=None, progress=False,
+             workers=1, dataset_func="img_0_1", mean=None, std=None, labels=None):
+    """Top-k accuracy and confusion matrix of model's first output on a labelled dataset; returns an Evaluation
+    (a dict that prints NNoM-style and renders as HTML tables in notebooks).
 
-    model: anything predictor() takes (Graph, Keras/TL model or file, K210Artefact, CArtefact, kmodel).
-    x: the model's input, batch first (float for graphs and artefacts; uint8 HWC images or float vectors for a
-    kmodel, or float with input_transform). y: class indices or one-hot rows. A top-k larger than the number of
-    classes counts every sample as right. With timing=True, samples run one at a time and the wall time of
-    each inference is measured (host time of the simulator or the compiled C, not device time).
+    model: anything predictor() takes (Graph, Keras/TL model or file, K210Artefact, CArtefact, kmodel, C folder).
+    x: the model's input, batch first, with labels y (class indices or one-hot rows); or a folder with one
+    subfolder of images per class (sorted names = class indices; images read a batch at a time with
+    dataset_func, then (x - mean) / std). A kmodel takes uint8 HWC images or float vectors, or float input with
+    input_transform (for a folder, taken from dataset_func / mean / std). A top-k larger than the number of
+    classes counts every sample as right. timing=True: host time of whole batches, per sample (not device time).
+    workers=N: N processes (forked) share the samples. progress: a bar when stderr is a terminal.
     Returns {'samples', 'classes', 'top1', 'top5', ..., 'confusion' (true x predicted counts), 'predictions',
-    'scores', 'time_per_inference' and 'time_median' in seconds when timing}.
+    'scores' (when not huge), 'time_per_inference' and 'time_median' (per sample) when timing}.
     """
-    run = model if isinstance(model, Predictor) else predictor(model, input_transform)
-    if isinstance(x, (list, tuple)):
-        raise EmcError("evaluate() takes one input array (batch first); multi-input models are not supported")
-    x = np.asarray(x)
-    n = len(x)
-    if n == 0:
-        raise EmcError("evaluate() needs at least one sample")
-    labels = _labels(y, n)
-    scores, times = [], []
-    step = 1 if timing else max(1, int(batch_size))
-    for start in _batches(n, step, progress):
-        batch = x[start:start + step]
-        begin = time.perf_counter()
-        out = run(batch)[0]
-        times.append(time.perf_counter() - begin)
-        scores.append(np.asarray(out, np.float32).reshape(len(batch), -1))
-    scores = np.concatenate(scores)
-    classes = max(scores.shape[1], int(labels.max()) + 1)
-    predictions = np.argmax(scores, axis=1)
-    order = np.argsort(-scores, axis=1, kind="stable")
-    result = {"samples": n, "classes": scores.shape[1]}
-    for k in top_k:
-        k = int(k)
-        if k < 1:
-            raise EmcError(f"top_k values must be >= 1, got {k}")
-        hits = np.any(order[:, :k] == labels[:, None], axis=1)
-        result[f"top{k}"] = float(hits.mean())
-    confusion = np.zeros((classes, classes), np.int64)
-    np.add.at(confusion, (labels, predictions), 1)
-    result.update(confusion=confusion, predictions=predictions, scores=scores)
+    from .evaluate_data import ArraySource, FolderSource, Tally
+    if isinstance(x, (str, os.PathLike)):
+        if y is not None:
+            raise EmcError("give labels either as y or as the folder's class subfolders, not both")
+        if input_transform is None and not isinstance(model, Predictor):
+            input_transform = _pixel_mapping(dataset_func, mean, std)
+        run = model if isinstance(model, Predictor) else predictor(model, input_transform)
+        source = FolderSource(x, _input_shape(model, run), dataset_func, mean, std, labels)
+        labels = source.classes
+    else:
+        run = model if isinstance(model, Predictor) else predictor(model, input_transform)
+        source = ArraySource(x, y)
+    n = len(source)
+    batch_size = max(1, int(batch_size))
+    tally = Tally(n, top_k)
+    bar = _progress_bar(n, progress)
+    _WORK.update(run=run, source=source)
+    chunks = _chunks(n, batch_size, workers)
+    times = []
+    try:
+        for start, scores, elapsed in _map(chunks, workers):
+            tally.add(start, scores, source.y[start:start + len(scores)])
+            times.append((elapsed, len(scores)))
+            if bar is not None:
+                bar.update(len(scores))
+    finally:
+        _WORK.clear()
+        if bar is not None:
+            bar.close()
+    result = tally.result()
+    result.labels = labels
     if timing:
-        result["time_per_inference"] = float(np.mean(times))
-        result["time_median"] = float(np.median(times))
+        per_sample = [t / k for t, k in times if k]
+        result["time_per_inference"] = float(sum(t for t, _ in times) / n)
+        result["time_median"] = float(np.median(per_sample))
     log.info("evaluated %d samples: %s", n, ", ".join(f"top-{k} {result[f'top{k}']:.4f}" for k in top_k))
     return result
 
 
-def format_evaluation(result, labels=None):
-    """A printable summary of evaluate()'s result: top-k lines, timing, and the confusion matrix."""
-    lines = []
-    for key in sorted((k for k in result if re.fullmatch(r"top\d+", k)), key=lambda k: int(k[3:])):
-        right = int(round(result[key] * result["samples"]))
-        lines.append(f"top-{key[3:]} accuracy: {result[key]:.4f} ({right}/{result['samples']})")
-    if "time_per_inference" in result:
-        lines.append(f"time per inference: {1000 * result['time_per_inference']:.3f} ms (median "
-                     f"{1000 * result['time_median']:.3f} ms, host)")
-    confusion = result["confusion"]
-    names = [str(labels[i]) if labels is not None and i < len(labels) else str(i) for i in range(len(confusion))]
-    width = max([len(n) for n in names] + [len(str(int(confusion.max()))) if confusion.size else 1, 4])
-    lines.append("confusion matrix (rows: true class, columns: predicted):")
-    lines.append(" " * (width + 1) + " ".join(n[:width].rjust(width) for n in names))
-    for name, row in zip(names, confusion):
-        lines.append(name[:width].rjust(width) + " " + " ".join(str(int(v)).rjust(width) for v in row))
-    return "\n".join(lines)
+def _chunks(n, batch_size, workers):
+    """(start, stop, batch) ranges: one batch each in one process, or about 4 ranges per worker."""
+    if workers <= 1:
+        return [(s, min(n, s + batch_size), batch_size) for s in range(0, n, batch_size)]
+    step = max(batch_size, -(-n // (4 * workers)))
+    return [(s, min(n, s + step), batch_size) for s in range(0, n, step)]
+
+
+def _map(chunks, workers):
+    if workers <= 1:
+        return map(_run_range, chunks)
+    import multiprocessing
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise EmcError("evaluate(workers=N) needs the 'fork' start method (Linux, macOS); use workers=1")
+    pool = multiprocessing.get_context("fork").Pool(int(workers))
+    return _pooled(pool, chunks)
+
+
+def _pooled(pool, chunks):
+    try:
+        yield from pool.imap_unordered(_run_range, chunks)
+    finally:
+        pool.terminate()
+
+
+def _pixel_mapping(dataset_func, mean, std):
+    from .convert import input_transform
+    try:
+        return input_transform(dataset_func, mean, std)
+    except EmcError:
+        return None
+
+
+def _input_shape(model, run):
+    """Per-sample NHWC input shape of what `run` computes, for loading images."""
+    for candidate in (getattr(run, "graph", None), getattr(model, "graph", None)):
+        if candidate is not None:
+            return candidate.input_shapes[0]
+    shape = getattr(model, "input_shape", None) or getattr(run, "input_shape", None)
+    if shape is not None:
+        return tuple(shape)
+    raise EmcError("cannot tell the model's input shape to load the images; give arrays x, y instead")
 
 
 # ---- NNoM test bin -----------------------------------------------------------------------------------------
@@ -226,7 +290,8 @@ def export_test_bin(x, y, path, dec_bits=None):
     n = len(x)
     if n == 0:
         raise EmcError("export_test_bin() needs at least one sample")
-    labels = _labels(y, n)
+    from .evaluate_data import labels_of
+    labels = labels_of(y, n)
     if labels.max() > 255:
         raise EmcError(f"NNoM's test bin stores one byte per label; label {int(labels.max())} does not fit")
     if x.dtype == np.int8:

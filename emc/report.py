@@ -13,6 +13,11 @@ def _fmt(value):
     return "" if value is None else str(value)
 
 
+def html_escape(value):
+    import html
+    return html.escape(str(value))
+
+
 class Report:
     """Rows (dicts with the same keys) and totals (an ordered dict); str() gives an aligned table."""
 
@@ -50,3 +55,18 @@ class Report:
 
     def __str__(self):
         return self.table()
+
+    def _repr_html_(self):
+        """The report as an HTML table (Jupyter shows this instead of the text)."""
+        numeric = [all(isinstance(row.get(c), (int, float)) or row.get(c) is None for row in self.rows)
+                   for c in self.columns]
+        head = "".join(f"<th>{html_escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(
+            f'<td style="text-align: {"right" if num else "left"}">{html_escape(_fmt(row.get(c)))}</td>'
+            for c, num in zip(self.columns, numeric)) + "</tr>" for row in self.rows)
+        totals = "".join(f"<tr><th style='text-align: left'>{html_escape(k)}</th><td>{html_escape(_fmt(v))}</td></tr>"
+                         for k, v in self.totals.items())
+        notes = "".join(f"<li>{html_escape(n)}</li>" for n in self.notes)
+        return (f"<div><b>{html_escape(self.title)}</b><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
+                f"</table>" + (f"<table>{totals}</table>" if totals else "") + (f"<ul>{notes}</ul>" if notes else "")
+                + "</div>")

@@ -138,7 +138,7 @@ def small_model(tmp_path_factory):
                               keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
                               keras.layers.Conv2D(8, 1, activation="relu"),
                               keras.layers.GlobalAveragePooling2D(),
-                              keras.layers.Dense(4)])
+                              keras.layers.Dense(4)], name="small")       # artefacts take the model's name
     model.save(folder / "small.keras")
     rng = np.random.default_rng(0)
     images = folder / "images"

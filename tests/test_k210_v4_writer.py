@@ -236,7 +236,8 @@ def test_v4_files_are_deterministic_and_saved_atomically(tmp_path):
         emc.save_kmodel(model, path, data, dataset_func=dataset_func, version=4)
     first = paths[0].read_bytes()
     assert first[:4] == b"LDMK" and first == paths[1].read_bytes()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.kmodel", "b.kmodel"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.kmodel", "a.kmodel.emc.json", "b.kmodel",
+                                                           "b.kmodel.emc.json"]      # no temporary files left
 
 
 def test_run_kmodel_on_a_written_v4_file_equals_the_artefact(tmp_path):

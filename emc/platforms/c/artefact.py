@@ -162,4 +162,7 @@ class CArtefact(Artefact):
             target = os.path.join(path, fname)
             write_atomic(target, data)
             written.append(target)
-        return written
+        from ... import sidecar
+        tensors = {i: step.node for i, step in enumerate(self.program.steps)}
+        doc = sidecar.document(self.platform, self.name, self.report, tensors)
+        return written + [sidecar.write(os.path.join(path, self.name + sidecar.SUFFIX), doc)]

@@ -6,6 +6,7 @@ arrays and parameter structs it needs through gen.array() / gen.struct().
 import numpy as np
 
 from ... import __version__
+from ...names import c_identifier  # noqa: F401 -- re-exported: the C platform names models with it
 from .cmsis import cmsis_scratch_bytes, scratch_function
 from .columns import column_bytes, folded_bias, needs_column
 
@@ -20,12 +21,6 @@ def emits(*kinds):
             EMITTERS[kind] = fn
         return fn
     return wrap
-
-
-def c_identifier(name):
-    """A C identifier from a model name: letters, digits and underscores, not starting with a digit."""
-    text = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(name)) or "model"
-    return "m_" + text if text[0].isdigit() else text
 
 
 def c_float(value):

@@ -8,7 +8,7 @@ import logging
 
 from ...errors import EmcError, PlatformLimitError
 from ...passes.channels import split_channels
-from .artefact import K210Artefact, build_report
+from .artefact import K210Artefact, build_report, device_tensors
 from .lowering.lower import Lowering
 from .lowering.planner import K210_SRAM, plan_memory
 from .lowering.table import TABLE, supported_kinds
@@ -83,7 +83,8 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
 
     softmax: append SOFTMAX to every (vector) output; dequantize: float32 outputs (else uint8 codes);
     dense: 'auto' | 'kpu' | 'cpu' -- where dense layers on vectors run (auto: the KPU from 64K weights);
-    ram_limit: bytes of SRAM for the model and its main buffer (the K210 has 6 MiB besides the KPU's 2 MiB).
+    ram_limit: bytes of SRAM for the model and its main buffer (the K210 has 6 MiB besides the KPU's 2 MiB);
+    None means no limit.
     """
     if options:
         raise EmcError(f"unknown K210 option(s) {', '.join(sorted(options))}; the K210 takes version, softmax, "
@@ -105,7 +106,7 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
     else:
         kmodel = KModelV3Writer(layers, output_buffers, memory.main_bytes, memory.kpu_min_line).to_bytes()
     report = build_report(name, low, layers, memory, kmodel, version)
-    if len(kmodel) + memory.main_bytes > ram_limit:
+    if ram_limit is not None and len(kmodel) + memory.main_bytes > ram_limit:
         err = PlatformLimitError([f"the kmodel ({len(kmodel):,} bytes) and its main buffer "
                                   f"({memory.main_bytes:,} bytes) exceed the {int(ram_limit):,} bytes of SRAM; "
                                   f"{_biggest(layers)}; use a smaller model (fewer channels, smaller dense layers)"],
@@ -117,7 +118,9 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
                for out_name, buf, info in low.outputs]
     input_shape = graph[graph.inputs[0]].shape
     log.debug("k210: kmodel v%d, %d layers, %d bytes", version, len(layers), len(kmodel))
-    return K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
+    artefact = K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
+    artefact.layer_tensors = device_tensors(low, layers, graph)
+    return artefact
 
 
 __all__ = ["TABLE", "convert", "check", "supported_kinds", "K210Artefact", "PLATFORM"]

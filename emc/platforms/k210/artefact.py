@@ -1,4 +1,6 @@
 """What the K210 platform returns: the kmodel bytes, an NNoM-style report, and the bit-exact simulation of it."""
+import logging
+
 import numpy as np
 
 from ...artefact import Artefact
@@ -6,6 +8,12 @@ from ...errors import EmcError
 from ...report import Report
 from .lowering.ir import F32, KPU
 
+# MACs are the multiply-accumulates of weighted layers (convolutions, dense); pools and element-wise ops are not
+# counted, in the conversion report and in `emc inspect` of the file alike.
+MAC_TYPES = {"K210_CONV", "FULLY_CONNECTED", "kpu_conv2d", "matmul", "conv2d", "cpu_conv2d", "QUANTIZED_CONV2D",
+             "CONV2D", "cpu_quantized_conv2d", "cpu_quantized_depthwise_conv2d", "DEPTHWISE_CONV2D"}
+UNPADDING = ("K210_REMOVE_PADDING", "strided_slice")
+log = logging.getLogger(__name__)
 REPORT_COLUMNS = ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
 
 
@@ -13,17 +21,40 @@ def _bytes(buf):
     return buf.alloc_size * 64 if buf.where == KPU else buf.nbytes
 
 
+METHODS = {"exact": "piecewise-linear form", "fit": "fitted curve"}
+
+
+def activation_notes(act_errors):
+    """The KPU activation tables folded to what a user acts on: how many are within 1 LSB of the float activation,
+    how many are not and the worst of those (the full list is a debug message)."""
+    notes = []
+    good = [e for e in act_errors if e[3] <= 1]
+    bad = sorted((e for e in act_errors if e[3] > 1), key=lambda e: -e[3])
+    for node, act, method, error in act_errors:
+        log.debug("activation table of '%s' (%s, %s): max error %d LSB", node, act, METHODS.get(method, method), error)
+    if bad:
+        node, act, method, error = bad[0]
+        why = ("the KPU's table cannot encode its slope at these scales -- check the calibrated ranges"
+               if method == "exact" else "the curve is approximated by the KPU's 16 linear pieces")
+        notes.append(f"{len(bad)} activation table(s) deviate from the float activation by more than 1 LSB; worst "
+                     f"'{node}' ({act}, {METHODS.get(method, method)}): {error} LSB ({why}; all with --debug)")
+    if good:
+        notes.append(f"{len(good)} activation table(s) within 1 LSB of the float activation (rounding only)")
+    return notes
+
+
 def build_report(name, lowering, layers, memory, kmodel, version=3):
     """Per device layer: index, type, KPU/CPU, graph layer, output shape, MACs, bytes in/out, weight bytes."""
     report = Report(f"K210 kmodel v{version} '{name}'", REPORT_COLUMNS)
     for layer in layers:
         out = layer.outputs[0]
+        layer_macs = layer.macs if layer.type_name in MAC_TYPES else 0
         report.add(**{"#": layer.index, "type": layer.type_name, "unit": "KPU" if layer.on_kpu else "CPU",
                       "layer": layer.node, "output": "x".join(map(str, out.shape)) + f" {out.dtype}",
-                      "MACs": layer.macs, "mem in": sum(_bytes(b) for b in layer.inputs),
+                      "MACs": layer_macs, "mem in": sum(_bytes(b) for b in layer.inputs),
                       "mem out": sum(_bytes(b) for b in layer.outputs), "weights": layer.weight_bytes})
-    macs = sum(layer.macs for layer in layers)
-    kpu_macs = sum(layer.macs for layer in layers if layer.on_kpu)
+    macs = sum(row["MACs"] for row in report.rows)
+    kpu_macs = sum(row["MACs"] for row in report.rows if row["unit"] == "KPU")
     report.totals.update({
         "layers": len(layers),
         "KPU RAM peak (bytes)": memory.kpu_lines * 64,
@@ -32,19 +63,31 @@ def build_report(name, lowering, layers, memory, kmodel, version=3):
         "MACs": macs,
         "MACs on the KPU": f"{100.0 * kpu_macs / macs:.1f}%" if macs else "-",
     })
-    for node, act, method, error in lowering.act_errors:
-        if method == "fit" or error > 1:
-            report.notes.append(f"activation table of '{node}' ({act}, {method}): max error {error} LSB")
-    exact = [f"{n} {act} {error}" for n, act, method, error in lowering.act_errors if method == "exact" and error <= 1]
-    if exact:
-        report.notes.append(f"piecewise-linear activation tables, exact up to rounding (layer, activation, max error "
-                            f"in LSB): {'; '.join(exact)}")
+    report.notes.extend(activation_notes(lowering.act_errors))
     for out_name, buf, info in lowering.outputs:
         layout = "C x H x W (CHW order)" if info["layout"] == "chw" else "flat"
         report.notes.append(f"output '{out_name}' at main memory {buf.address}: {buf.count} {info['dtype']} values, "
                             f"{layout}")
     report.notes.extend(lowering.notes)
     return report
+
+
+def device_tensors(lowering, layers, graph):
+    """{device layer index: the graph tensor its output holds, or None} -- from the lowering's values, whose
+    buffers are the graph tensors on the device (a pre-activation or padded intermediate has none)."""
+    owner = {}
+    for value in lowering.values.values():
+        if value.name in graph.nodes:
+            for buf in value.forms.values():
+                owner.setdefault(id(buf), value.name)
+    tensors = {layer.index: owner.get(id(layer.outputs[0])) if layer.outputs else None for layer in layers}
+    producer = {id(buf): layer.index for layer in layers for buf in layer.outputs}
+    for layer in layers:            # a dense layer on the KPU computes a padded map; its unpadding names it
+        if layer.type_name in UNPADDING and tensors[layer.index] and layer.inputs:
+            source = producer.get(id(layer.inputs[0]))
+            if source is not None and tensors[source] is None:
+                tensors[source] = tensors[layer.index]
+    return tensors
 
 
 class K210Artefact(Artefact):
@@ -59,7 +102,18 @@ class K210Artefact(Artefact):
         self.input_shape = tuple(input_shape)     # the graph's per-sample input shape
         self.input_transform = input_transform    # (scale, offset): float input = pixel * scale + offset
         self.outputs = outputs                    # [(graph name, shape, layout, dtype, quant, producer index)]
+        self.layer_tensors = {}                   # device layer index -> graph tensor it computes (or None)
         self._model = None
+
+    def save(self, path):
+        """Write the kmodel, and next to it `<file>.emc.json` (report, layer -> graph tensor map) for emc's own
+        inspect / compare; the kmodel bytes are exactly what the chip loads."""
+        from ... import sidecar
+        written = super().save(path)
+        doc = sidecar.document("k210", self.name, self.report, self.layer_tensors, self.kmodel,
+                               kmodel_version=self.model.version, input_transform=self.input_transform,
+                               outputs=[{"tensor": o[0], "shape": list(o[1]), "layout": o[2]} for o in self.outputs])
+        return written + [sidecar.write(sidecar.kmodel_sidecar_path(written[0]), doc)]
 
     @property
     def model(self):

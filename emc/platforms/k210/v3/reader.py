@@ -267,9 +267,11 @@ class KModelV3:
         rows = []
         for layer in self.layers:
             d = layer.describe()
+            padded = layer.on_kpu and layer.index and self.layers[layer.index - 1].name == "K210_ADD_PADDING"
+            macs = int(d["macs"]) // (16 if padded else 1)      # a dense layer on a 4x4 map: one real pixel
             rows.append({"index": layer.index, "type": layer.name, "unit": "KPU" if layer.on_kpu else "CPU",
                          "input": d["input"], "output": d["output"], "in_addr": d["in_addr"],
-                         "out_addr": d["out_addr"], "out_bytes": d["out_bytes"], "macs": int(d["macs"]),
+                         "out_addr": d["out_addr"], "out_bytes": d["out_bytes"], "macs": macs,
                          "weights": int(d["weights"]), "offset": layer.offset, "body": layer.body_size,
                          "detail": d["detail"]})
         return rows
@@ -304,7 +306,8 @@ class KModelV3:
                              f"the input (emc simulates this; the result depends on those bytes)")
         return found
 
-    def __str__(self):
+    def report(self):
+        """The layer table and totals as an emc.report.Report."""
         from ....report import Report
         h = self.header
         rows = self.summary()
@@ -312,7 +315,13 @@ class KModelV3:
                         f"main memory {h.main_mem_usage} bytes, {h.output_count} output(s)",
                         ["index", "type", "unit", "input", "output", "in_addr", "out_addr", "out_bytes", "macs",
                          "weights", "body", "detail"], rows, self.totals(rows), notes=self.warnings())
-        return report.table()
+        return report
+
+    def __str__(self):
+        return self.report().table()
+
+    def _repr_html_(self):
+        return self.report()._repr_html_()
 
 
 # ---- trailing blocks of some layer types ------------------------------------------------------------------

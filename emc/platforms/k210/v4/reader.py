@@ -96,6 +96,8 @@ class Node:
     def __init__(self, index, opcode, offset, body_size, body):
         self.index, self.opcode, self.offset, self.body_size, self.body = index, opcode, offset, body_size, body
         self.name, _, self.unit = OPCODES[opcode]
+        if self.name == "kpu_upload":          # a k210 op, but the CPU copies the map into KPU RAM (v3: K210_UPLOAD)
+            self.unit = "CPU"
         self.extra = {}
         self.arg = self.bn = self.act = self.weights = self.skips = None      # kpu_conv2d
         self.content_end = None                 # file offset where the decoded content ends (padding follows)
@@ -223,8 +225,15 @@ class KModelV4:
             info = node.describe()
             rows.append({"index": node.index, "type": node.name, "unit": node.unit, "input": info.get("input"),
                          "output": info.get("output"), "memory": info.get("memory", ""), "body": node.body_size,
-                         "macs": int(info["macs"]), "weights": int(info["weights"]), "detail": info["detail"]})
+                         "macs": int(info["macs"]) // (16 if self._padded_dense(node.index) else 1), "weights": int(info["weights"]), "detail": info["detail"]})
         return rows
+
+    def _padded_dense(self, index):
+        """A KPU conv fed by pad + kpu_upload of a 1x1 map: a dense layer computed on one pixel of a 4x4 map."""
+        if self.nodes[index].name != "kpu_conv2d" or index < 2:
+            return False
+        pad, upload = self.nodes[index - 2], self.nodes[index - 1]
+        return pad.name == "pad" and upload.name == "kpu_upload" and tuple(pad.shape("in_shape"))[2:] == (1, 1)
 
     def totals(self, rows=None):
         rows = self.summary() if rows is None else rows
@@ -239,7 +248,8 @@ class KModelV4:
                 "MACs": macs, "MACs on KPU": f"{100.0 * kpu / macs:.1f}%" if macs else "-",
                 "weight bytes": sum(r["weights"] for r in rows)}
 
-    def __str__(self):
+    def report(self):
+        """The layer table and totals as an emc.report.Report."""
         from ....report import Report
         h = self.header
         rows = self.summary()
@@ -255,7 +265,13 @@ class KModelV4:
                         f"{h.inputs} input(s), {h.outputs} output(s)",
                         ["index", "type", "unit", "input", "output", "memory", "body", "macs", "weights", "detail"],
                         rows, self.totals(rows), notes)
-        return report.table()
+        return report
+
+    def __str__(self):
+        return self.report().table()
+
+    def _repr_html_(self):
+        return self.report()._repr_html_()
 
 
 def input_bytes(r, shape):

@@ -9,6 +9,7 @@ import os
 import sys
 
 from .errors import EmcError
+from .fileio import check_not_input
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 COMMANDS = {}
@@ -136,6 +137,7 @@ def run_convert(args):
     _need_file(args.model, "model file")
     _need_file(args.dataset, "dataset")
     _check_names(args.platform, args.quant, args.dataset_func)
+    check_not_input(args.output, (args.model, args.dataset))          # before the work, not after it
     _start_framework_quietly(args.model, args)
     options = {}
     if args.platform != "k210":

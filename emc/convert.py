@@ -1,5 +1,6 @@
 """The main pipeline: load the network, optimize the graph, calibrate on data, hand it to a platform."""
 import logging
+import os
 
 from . import platforms
 from .errors import EmcError
@@ -64,6 +65,7 @@ def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_fu
     transform = input_transform(dataset_func, mean, std)
     artefact = target.convert(graph, calibration, quant_bit=quant_bit, input_transform=transform, **options)
     artefact.graph = graph
+    artefact.sources = [s for s in (net, dataset) if isinstance(s, (str, os.PathLike))]   # save() never overwrites them
     artefact.calibration = calibration
     log.info("%s", artefact.report)
     return artefact

@@ -5,7 +5,7 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
-REFERENCE = (REPO / ".." / "shared" / "reference").resolve()
+REFERENCE = pathlib.Path(os.environ.get("EMC_REFERENCE") or REPO / ".." / "shared" / "reference").resolve()
 
 
 def reference_path(*parts):

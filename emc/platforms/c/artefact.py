@@ -8,7 +8,7 @@ import numpy as np
 
 from ...artefact import Artefact
 from ...errors import EmcError
-from ...fileio import write_atomic
+from ...fileio import check_not_input, write_folder_atomic
 from ...report import Report
 from .build import build_shared
 from .codegen import c_identifier
@@ -151,13 +151,9 @@ class CArtefact(Artefact):
 
     # ---- files ----------------------------------------------------------------------------------------------------------------
     def save(self, path):
-        """Write every file (model .h/.c and the kernel library) into the folder `path`; returns the paths."""
+        """Write every file (model .h/.c and the kernel library) as the folder `path`, swapped in whole."""
         path = os.fspath(path)
         if os.path.exists(path) and not os.path.isdir(path):
             raise EmcError(f"{path} is a file; the C platform writes a folder of sources")
-        written = []
-        for fname, data in self.files.items():
-            target = os.path.join(path, fname)
-            write_atomic(target, data)
-            written.append(target)
-        return written
+        check_not_input(path, getattr(self, "sources", ()))
+        return write_folder_atomic(path, self.files)

@@ -287,13 +287,14 @@ def _kmodel_runner(path):
     from . import load_kmodel, run_kmodel
     from .datasets import read_image
     from .evaluate import require_simulator
+    from .inputs import input_array
     model = load_kmodel(path)
     kind, shape = kmodel_input(model)
     require_simulator(model)
 
     def run(item):
         if item.lower().endswith(".npy"):
-            x = _load_npy(item)
+            x = input_array(_load_npy(item), f"input {item}")
             if kind == "float":
                 x = np.asarray(x, np.float32)
         elif kind != "kpu":

@@ -332,11 +332,22 @@ def _config(op):
 class _Walker:
     """Maps Keras tensors to graph tensor names (None: not convertible), converting each layer call once."""
 
-    def __init__(self, graph, problems, seeded=None):
+    def __init__(self, graph, problems, seeded=None, stand_ins=None):
         self.graph = graph
         self.problems = problems
         self.names = dict(seeded or {})
         self.nested = {}
+        self.stand_ins = [] if stand_ins is None else stand_ins
+
+    def _stand_in(self, t):
+        """After a problem: a graph input of the layer's output shape, so that the layers after it are still
+        converted and a platform can check them too (every problem in one error); None for a dynamic shape."""
+        shape = tuple(t.shape[1:])
+        if any(d is None for d in shape):
+            return None
+        name = self.graph.add_input(shape, f"{t._keras_history[0].name}~unconverted")
+        self.stand_ins.append(name)
+        return name
 
     def tensor(self, t):
         key = id(t)
@@ -360,13 +371,14 @@ class _Walker:
         if _is_model(op):
             key = (id(op), node_index)
             if key not in self.nested:
-                self.nested[key] = _Walker(self.graph, self.problems, dict(zip(map(id, op.inputs), inputs)))
+                self.nested[key] = _Walker(self.graph, self.problems, dict(zip(map(id, op.inputs), inputs)),
+                                           self.stand_ins)
             return self.nested[key].tensor(op.outputs[tensor_index])
         reason = _static_problem(op)
         if reason:
             self._problem(op, reason)
-            return None
-        if None in inputs:       # fed by a layer that could not be converted: nothing more to check here
+            return self._stand_in(t)
+        if None in inputs:       # fed by a layer of dynamic shape that could not be converted: nothing to check
             return None
         try:
             if callable(getattr(op, "activation", None)):
@@ -374,7 +386,7 @@ class _Walker:
             return _handler_for(op)(op, _config(op), inputs, self.graph)
         except UnsupportedLayerError as err:
             self._problem(op, str(err))
-            return None
+            return self._stand_in(t)
 
 
 def _load_file(path):
@@ -398,6 +410,26 @@ def _graph_entry(model):
     return inputs, outputs
 
 
+def unsupported_layers(model_name, problems):
+    """The UnsupportedLayerError listing every problem (.problems) and the Keras layers emc reads."""
+    err = UnsupportedLayerError(
+        f"model '{model_name}' has {len(problems)} layer(s) emc cannot convert:\n  - " + "\n  - ".join(problems)
+        + f"\nSupported Keras layers (emc.frontends.keras.SUPPORTED_KERAS_LAYERS): {', '.join(SUPPORTED_KERAS_LAYERS)}")
+    err.problems = problems
+    return err
+
+
+def _partial(graph, out_names, stand_ins):
+    """(graph, stand-in names) of what could be converted, for a platform to check; None if unusable. The
+    stand-ins stay input nodes but not model inputs: a platform then checks the layers after them as usual."""
+    try:
+        graph.set_outputs([n for n in out_names if n is not None])
+        graph.inputs = [n for n in graph.inputs if n not in stand_ins]
+        return graph, list(stand_ins)
+    except Exception:                    # noqa: BLE001 -- only extra information; the frontend's list stands
+        return None
+
+
 def from_keras(model_or_path):
     """Build an emc.Graph from a Keras model or a .keras / .h5 file (every unsupported layer listed at once)."""
     is_path = isinstance(model_or_path, (str, bytes)) or hasattr(model_or_path, "__fspath__")
@@ -410,10 +442,10 @@ def from_keras(model_or_path):
         walker.tensor(t)
     if problems:
         problems = list(dict.fromkeys(problems))
-        raise UnsupportedLayerError(
-            f"model '{model.name}' has {len(problems)} layer(s) emc cannot convert:\n  - " + "\n  - ".join(problems)
-            + f"\nSupported Keras layers (emc.frontends.keras.SUPPORTED_KERAS_LAYERS): "
-              f"{', '.join(SUPPORTED_KERAS_LAYERS)}")
+        err = unsupported_layers(model.name, problems)
+        err.partial_graph = _partial(graph, out_names, walker.stand_ins)
+        err.extended = lambda more: unsupported_layers(model.name, problems + list(more))
+        raise err
     graph.inputs = [walker.names[id(t)] for t in inputs]
     graph.set_outputs(out_names)
     log.debug("converted Keras model '%s': %d layers", model.name, len(graph))

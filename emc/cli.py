@@ -57,6 +57,15 @@ def _dataset_options(parser, dataset_required):
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset (default 0)")
 
 
+def _check_dataset_options(args):
+    """Fail fast on --max-samples / --mean / --std values that cannot work, naming the flag."""
+    from .convert import check_normalisation
+    if args.max_samples is not None and args.max_samples < 1:
+        raise UsageError(f"--max-samples must be at least 1 (how many samples to use), not {args.max_samples}; "
+                         f"leave it out for the default")
+    check_normalisation(args.mean, args.std)
+
+
 def _need_file(path, what):
     if not os.path.exists(path):
         raise UsageError(f"{what} {path} does not exist")
@@ -137,6 +146,7 @@ def run_convert(args):
     _need_file(args.model, "model file")
     _need_file(args.dataset, "dataset")
     _check_names(args.platform, args.quant, args.dataset_func)
+    _check_dataset_options(args)
     check_not_input(args.output, (args.model, args.dataset))          # before the work, not after it
     _start_framework_quietly(args.model, args)
     options = {}
@@ -151,7 +161,7 @@ def run_convert(args):
         options["softmax"] = True
     options["name"] = args.name or _stem(args.output if args.platform == "k210" else args.model)
     artefact = convert(args.model, platform=args.platform, dataset=args.dataset, dataset_func=args.dataset_func,
-                       quant_func=args.quant, quant_bit=args.bits, max_samples=args.max_samples or 256,
+                       quant_func=args.quant, quant_bit=args.bits, max_samples=256 if args.max_samples is None else args.max_samples,
                        seed=args.seed, mean=args.mean, std=args.std, progress=_progress(args), **options)
     written = artefact.save(args.output)
     print(artefact.report)
@@ -220,8 +230,8 @@ def run_run(args):
     labels = _read_labels(args.labels) if args.labels else None
     if args.top < 1:
         raise UsageError("--top must be at least 1")
-    if _is_kmodel(args.file):
-        runner = _kmodel_runner(args.file)
+    if _is_kmodel(args.file) or args.file.lower().endswith(".kmodel"):
+        runner = _kmodel_runner(args.file)         # a damaged .kmodel: load_kmodel says what is wrong with it
     else:
         _start_framework_quietly(args.file, args)
         runner = _float_runner(args.file, args.dataset_func)
@@ -365,6 +375,7 @@ def run_compare(args):
     _need_file(args.file, "kmodel")
     _need_file(args.dataset, "dataset")
     _check_names(dataset_func=args.dataset_func)
+    _check_dataset_options(args)
     if not _is_kmodel(args.file):
         raise UsageError(f"{args.file} is not a kmodel; emc compare takes a kmodel (v3/v4). For a C artefact use "
                          f"emc.compare(net, artefact, data) in Python")

@@ -25,6 +25,7 @@ V4_CODES = list(range(0, 0x15)) + [0x1001, 0x1002, 0x1003, 0x1004, 0x1005, 0x200
 EXTREMES = [0, 1, 2, 3, 4, 7, 8, 15, 16, 63, 64, 255, 256, 1023, 1024, 32767, 32768, 65535, 65536, 2 ** 20,
             2 ** 23, 2 ** 24 - 1, 2 ** 31 - 16, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 16, 2 ** 32 - 1]
 BIG_FILE = 100_000                       # seeds above this run only sometimes (a clean run takes 0.2-1 s)
+AS_IS = -1                               # campaign(master=AS_IS): run the folder's files unmodified
 OUTCOMES = ["ok", "emc errors", "other exceptions", "MemoryError", "timeouts", "crashes"]
 
 
@@ -60,17 +61,19 @@ def structure(data):
 
 
 def mutate(data, rng, shape=None):
-    """(mutated bytes, recipe text) of 1-3 random operations on data."""
+    """(mutated bytes, recipe text) of 1-3 random operations on data (words aligned to their structure)."""
     version, tables_end, entries, ranges = shape or structure(data)
     codes = V4_CODES if version == 4 else V3_CODES
     out, recipe = bytearray(data), []
     for _ in range(int(rng.integers(1, 4))):
-        kind = rng.choice(["flip", "flip", "byte", "u32", "u32", "u32", "swap", "swap", "truncate", "insert",
-                           "delete"])
+        kind = rng.choice(["flip", "flip", "byte", "u32", "u32", "u32", "zero_huge", "zero_huge", "swap", "swap",
+                           "truncate", "insert", "delete"])
         if not out:
             break
-        if rng.random() < 0.75 or len(data) > BIG_FILE:               # mostly where the reader's fields are
-            a, b = ranges[int(rng.integers(len(ranges)))]
+        a, b = ranges[int(rng.integers(len(ranges)))]
+        if kind in ("u32", "zero_huge"):                             # words aligned to the structure they are in
+            pos = a + 4 * int(rng.integers(max(1, (b - a) // 4)))
+        elif rng.random() < 0.75 or len(data) > BIG_FILE:             # mostly where the reader's fields are
             pos = int(rng.integers(a, max(a + 1, b)))
         else:
             pos = int(rng.integers(len(out)))
@@ -80,8 +83,15 @@ def mutate(data, rng, shape=None):
             code = int(rng.choice(codes))
             out[at:at + 4] = code.to_bytes(4, "little")
             recipe.append(f"code@{at}={code}")
+        elif kind == "zero_huge":                                    # a zero dimension beside huge ones
+            out[pos:pos + 4] = bytes(4)
+            recipe.append(f"u32@{pos}=0")
+            for step in rng.choice([-3, -2, -1, 1, 2, 3], int(rng.integers(1, 3)), replace=False):
+                huge, other = int(rng.choice(EXTREMES[-8:])), pos + 4 * int(step)
+                if 0 <= other <= len(out) - 4:
+                    out[other:other + 4] = huge.to_bytes(4, "little")
+                    recipe.append(f"u32@{other}={huge}")
         elif kind == "u32" or kind == "swap":
-            pos -= pos % 4
             value = int(rng.choice(EXTREMES)) if rng.random() < 0.7 else int(rng.integers(2 ** 32))
             out[pos:pos + 4] = value.to_bytes(4, "little")
             recipe.append(f"u32@{pos}={value}")
@@ -144,9 +154,11 @@ def read_seeds(folder):
 
 
 def case(seeds, shapes, master, i, run_big):
-    """(seed name, mutated bytes, recipe, run?) of case i."""
-    rng = np.random.default_rng([master, i])
+    """(seed name, mutated bytes, recipe, run?) of case i; with master AS_IS, file i itself, run."""
     names = sorted(seeds)
+    if master == AS_IS:
+        return names[i], seeds[names[i]], "as is", True
+    rng = np.random.default_rng([master, i])
     name = names[int(rng.integers(len(names)))]
     data, recipe = mutate(seeds[name], rng, shapes[name])
     return name, data, recipe, len(seeds[name]) <= BIG_FILE or rng.random() < run_big
@@ -235,6 +247,15 @@ def campaign(seed_dir, cases, master=0, start=0, run_big=0.02, case_seconds=10.0
                                      f"> {case_seconds} s" if killed else f"exit code {code}"))
             i = current + 1
     return {"counts": counts, "findings": findings, "peak_rss": peak}
+
+
+def check_files(files, folder, case_seconds=10.0, memory_bytes=2 << 30):
+    """Run {name: bytes} unmodified through the worker (load, print, run under the limits); the campaign result."""
+    os.makedirs(folder, exist_ok=True)
+    for name, data in files.items():
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(data)
+    return campaign(folder, len(files), master=AS_IS, case_seconds=case_seconds, memory_bytes=memory_bytes)
 
 
 def _finding(seed_dir, master, index, run_big, outcome, detail):

@@ -1,6 +1,7 @@
 """emc, the Embedded Model Converter: Keras / TensorLayer networks -> K210 kmodel v3/v4 or C for MCUs."""
 from .errors import (DatasetError, EmcError, GraphError, KModelFormatError, ModelLoadError, PlatformLimitError,
                      QuantizationError, UnsupportedLayerError)
+from .extras import MissingExtraError
 from .graph import Graph
 from . import datasets, platforms, quant  # registries: emc.datasets.register, emc.quant.register ...
 
@@ -42,8 +43,8 @@ def run_kmodel(model, x, **kwargs):
 
 
 __all__ = ["EmcError", "UnsupportedLayerError", "ModelLoadError", "GraphError", "DatasetError",
-           "QuantizationError", "PlatformLimitError", "KModelFormatError", "Graph", "load_model", "convert",
-           "save_kmodel", "load_kmodel", "run_kmodel", "__version__"]
+           "QuantizationError", "PlatformLimitError", "KModelFormatError", "MissingExtraError", "Graph", "load_model",
+           "convert", "save_kmodel", "load_kmodel", "run_kmodel", "__version__"]
 
 # ---- evaluation and comparison helpers (the user's journey, issue 6) ----------------------------------------
 # Importing a submodule sets the package attribute of the same name, which would replace the functions

@@ -81,37 +81,6 @@ def _is_kmodel(path):
     return os.path.isfile(path) and is_kmodel_file(path)
 
 
-def _start_framework_quietly(path, args):
-    """TensorFlow prints start-up lines from C++ straight to fd 2; for a Keras file, start it with fd 2 muted."""
-    if args.debug or "tensorflow" in sys.modules or not _needs_tensorflow(path):
-        return
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    try:
-        sys.stderr.flush()
-        os.dup2(devnull, 2)
-        import tensorflow as tf
-        tf.constant(0.0) + 1.0                       # device probing happens at the first operation
-    except Exception:                                # noqa: BLE001 -- the real load reports any problem
-        pass
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _needs_tensorflow(path):
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".keras":
-        return True
-    if ext in (".h5", ".hdf5") and os.path.isfile(path):
-        try:
-            from .frontends.h5sniff import h5_framework
-            return h5_framework(path) == "keras"
-        except Exception:                            # noqa: BLE001 -- unreadable: load_model names the problem
-            return False
-    return False
-
-
 def _check_names(platform=None, quant=None, dataset_func=None):
     """Fail fast on unknown registry names, before a framework is loaded."""
     from . import datasets, platforms
@@ -148,7 +117,6 @@ def run_convert(args):
     _check_names(args.platform, args.quant, args.dataset_func)
     _check_dataset_options(args)
     check_not_input(args.output, (args.model, args.dataset))          # before the work, not after it
-    _start_framework_quietly(args.model, args)
     options = {}
     if args.platform != "k210":
         for flag, given in (("--version", args.version is not None), ("--softmax", args.softmax)):
@@ -190,11 +158,10 @@ def run_inspect(args):
     if os.path.isdir(path):
         print(_artefact_folder_report(path))
     elif _is_kmodel(path):
-        from . import load_kmodel
+        from .platforms.k210.kmodel import load_kmodel
         print(load_kmodel(path))
     elif os.path.splitext(path)[1].lower() in (".h5", ".hdf5", ".keras"):
-        from . import load_model
-        _start_framework_quietly(path, args)
+        from .frontends import load_model
         print(load_model(path).summary())
     else:
         raise UsageError(f"{path} is neither a kmodel (v3 or v4), an emc C artefact folder nor a .h5/.keras model")
@@ -233,7 +200,6 @@ def run_run(args):
     if _is_kmodel(args.file) or args.file.lower().endswith(".kmodel"):
         runner = _kmodel_runner(args.file)         # a damaged .kmodel: load_kmodel says what is wrong with it
     else:
-        _start_framework_quietly(args.file, args)
         runner = _float_runner(args.file, args.dataset_func)
     np.set_printoptions(precision=4, suppress=True, threshold=sys.maxsize if args.full else 20, linewidth=110)
     inputs = args.inputs
@@ -294,13 +260,11 @@ def _kmodel_runner(path):
     """Per input path: [(display name, [flat outputs])] from the kmodel simulator."""
     import numpy as np
 
-    from . import load_kmodel, run_kmodel
+    from .platforms.k210.kmodel import load_kmodel, run_kmodel
     from .datasets import read_image
-    from .evaluate import require_simulator
     from .inputs import input_array
     model = load_kmodel(path)
     kind, shape = kmodel_input(model)
-    require_simulator(model)
 
     def run(item):
         if item.lower().endswith(".npy"):
@@ -323,7 +287,7 @@ def _kmodel_runner(path):
 def kmodel_input(model):
     """('kpu', (C, H, W)) for an image-input kmodel (uint8 pixels), ('float', (n,)) for a float-vector one."""
     if model.version == 3:
-        from .platforms.k210.simulator_v3 import input_spec
+        from .platforms.k210.v3.simulator import input_spec
         return input_spec(model)
     if len(model.inputs) != 1:
         raise UsageError(f"emc run takes single-input kmodels; this one has {len(model.inputs)} inputs")
@@ -336,7 +300,7 @@ def kmodel_input(model):
 def _float_runner(path, dataset_func):
     import numpy as np
 
-    from . import load_model
+    from .frontends import load_model
     from .datasets import IMAGE_EXTENSIONS, get
     graph = load_model(path)
     if len(graph.inputs) != 1:
@@ -379,7 +343,6 @@ def run_compare(args):
     if not _is_kmodel(args.file):
         raise UsageError(f"{args.file} is not a kmodel; emc compare takes a kmodel (v3/v4). For a C artefact use "
                          f"emc.compare(net, artefact, data) in Python")
-    _start_framework_quietly(args.model, args)
     result = compare(args.model, args.file, args.dataset, dataset_func=args.dataset_func, mean=args.mean,
                      std=args.std, max_samples=args.max_samples, seed=args.seed, progress=_progress(args))
     print(result)
@@ -438,6 +401,7 @@ def build_parser():
                                             "K210 kmodels and int8 C for microcontrollers.",
                     epilog="'emc COMMAND --help' describes each command. Exit codes: 0 ok, 2 bad input, 1 bug.")
     _common(parser, top=True)
+    parser.add_argument("--version", dest="show_version", action="store_true", help="print emc's version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, (help_text, setup) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
@@ -479,6 +443,10 @@ def main(argv=None):
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        if getattr(args, "show_version", False) and not getattr(args, "command", None):
+            from . import __version__
+            print(f"emc {__version__}")
+            return EXIT_OK
         if not getattr(args, "command", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE

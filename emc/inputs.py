@@ -52,9 +52,9 @@ def input_array(x, what="the kmodel input"):
 
 def _runner(version):
     if version == 4:
-        from .platforms.k210.simulator_v4 import run_v4
+        from .platforms.k210.v4.simulator import run_v4
         return run_v4
-    from .platforms.k210.simulator_v3 import run_v3
+    from .platforms.k210.v3.simulator import run_v3
     return run_v3
 
 

@@ -5,6 +5,7 @@ import pathlib
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+# EMC_REFERENCE points elsewhere (a worktree whose ../shared is not the shared folder); CI uses ../shared.
 REFERENCE = pathlib.Path(os.environ.get("EMC_REFERENCE") or REPO / ".." / "shared" / "reference").resolve()
 
 

@@ -10,7 +10,7 @@ import emc.docs
 from conftest import REPO
 
 README = REPO / "README.md"
-FIRST_COMMANDS = ['pip install -e ".[test]" && python examples/digits/digits_demo.py', "python -m pytest -q tests"]
+FIRST_COMMANDS = ['pip install -e ".[all,test]" && python examples/digits/digits_demo.py', "python -m pytest -q tests"]
 
 
 def test_readme_layers_section_matches_the_platform_tables():

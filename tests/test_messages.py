@@ -62,8 +62,17 @@ def test_emc_run_on_a_text_file_named_kmodel(tmp_path):
     text.write_text("hello, this is not a model\n")
     np.save(tmp_path / "x.npy", np.zeros(4, np.float32))
     result = emc_cli("run", text, tmp_path / "x.npy")
-    assert_one_line_error(result, "kmodel")
+    assert_one_line_error(result, "not a kmodel: the file starts with 68656c6c")
     assert "unknown model file type" not in result.stderr
+
+
+def test_load_kmodel_of_a_folder_or_a_device(tmp_path):
+    with pytest.raises(emc.EmcError, match="is a folder, not a kmodel file"):
+        emc.load_kmodel(tmp_path)
+    with pytest.raises(emc.EmcError, match="is not a regular file"):
+        emc.load_kmodel("/dev/zero")
+    with pytest.raises(emc.EmcError, match="does not exist"):
+        emc.load_kmodel(tmp_path / "missing.kmodel")
 
 
 @pytest.mark.parametrize("platform", ["k210", "c"])

@@ -22,7 +22,7 @@ def kmodel_argument(model):
         raise EmcError("run_kmodel takes " + KMODEL_ARGUMENT + ", not an emc.Graph; run a float graph with "
                        "graph.run(x), or convert it first: emc.convert(graph, ...).simulate(x)")
     if isinstance(model, (bytes, bytearray, memoryview, str, os.PathLike)):
-        from . import load_kmodel
+        from .platforms.k210.kmodel import load_kmodel
         return load_kmodel(model)
     if getattr(model, "version", None) in (3, 4) and (hasattr(model, "layers") or hasattr(model, "nodes")):
         return model

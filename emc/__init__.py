@@ -40,7 +40,9 @@ def load_kmodel(path_or_bytes):
 
 def run_kmodel(model, x, **kwargs):
     """Compute on the PC exactly what the K210 computes for x; returns the list of outputs."""
+    from .inputs import run_arguments
     from .platforms.k210.kmodel import run_kmodel as _run
+    model, x = run_arguments(model, x, kwargs)
     return _run(model, x, **kwargs)
 
 

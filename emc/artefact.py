@@ -1,7 +1,7 @@
 """What a platform returns: named output files (bytes), a report, and a simulator of the device."""
 import os
 
-from .fileio import write_atomic
+from .fileio import check_not_input, write_atomic, write_folder_atomic
 
 
 class Artefact:
@@ -15,17 +15,14 @@ class Artefact:
         self.report = report
 
     def save(self, path):
-        """Write the files: to `path` itself when there is one file and path is not a folder, else into it."""
+        """Write the files: to `path` itself when there is one file and path is not a folder, else as the folder
+        `path`, swapped in whole (a reader never sees old and new files mixed). Returns the written paths."""
         path = os.fspath(path)
+        check_not_input(path, getattr(self, "sources", ()))
         if len(self.files) == 1 and not os.path.isdir(path):
             write_atomic(path, next(iter(self.files.values())))
             return [path]
-        written = []
-        for fname, data in self.files.items():
-            target = os.path.join(path, fname)
-            write_atomic(target, data)
-            written.append(target)
-        return written
+        return write_folder_atomic(path, self.files)
 
     def simulate(self, x):
         """Outputs the device would compute for x (float arrays), bit-exactly where the platform allows."""

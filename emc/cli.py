@@ -10,6 +10,7 @@ import sys
 
 from .cli_runners import UsageError, _need_file, read_labels, runner_for, top_k_text
 from .errors import EmcError
+from .fileio import check_not_input
 
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE = 0, 1, 2
 COMMANDS = {}
@@ -51,6 +52,15 @@ def _dataset_options(parser, dataset_required):
     parser.add_argument("--max-samples", type=int, default=None, metavar="N",
                         help="use at most N samples, a seeded random subset (default: convert 256, compare 32)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the sample subset (default 0)")
+
+
+def _check_dataset_options(args):
+    """Fail fast on --max-samples / --mean / --std values that cannot work, naming the flag."""
+    from .convert import check_normalisation
+    if args.max_samples is not None and args.max_samples < 1:
+        raise UsageError(f"--max-samples must be at least 1 (how many samples to use), not {args.max_samples}; "
+                         f"leave it out for the default")
+    check_normalisation(args.mean, args.std)
 
 
 def _progress(args):
@@ -121,6 +131,8 @@ def run_convert(args):
     _need_file(args.model, "model file")
     _need_file(args.dataset, "dataset")
     _check_names(args.platform, args.quant, args.dataset_func)
+    _check_dataset_options(args)
+    check_not_input(args.output, (args.model, args.dataset))          # before the work, not after it
     options = {}
     if args.platform != "k210":
         for flag, given in (("--version", args.version is not None), ("--softmax", args.softmax),
@@ -139,7 +151,7 @@ def run_convert(args):
     if args.name:
         options["name"] = args.name                   # else the model's own name (emc.convert's rule)
     artefact = convert(args.model, platform=args.platform, dataset=args.dataset, dataset_func=args.dataset_func,
-                       quant_func=args.quant, quant_bit=args.bits, max_samples=args.max_samples or 256,
+                       quant_func=args.quant, quant_bit=args.bits, max_samples=256 if args.max_samples is None else args.max_samples,
                        seed=args.seed, mean=args.mean, std=args.std, progress=_progress(args), **options)
     written = artefact.save(args.output)
     print(artefact.report)
@@ -267,6 +279,7 @@ def run_compare(args):
     _need_file(args.file, "kmodel or C folder")
     _need_file(args.dataset, "dataset")
     _check_names(dataset_func=args.dataset_func)
+    _check_dataset_options(args)
     if not (_is_kmodel(args.file) or is_c_folder(args.file)):
         raise UsageError(f"{args.file} is neither a kmodel (v3/v4) nor an emc C artefact folder; give what "
                          f"'emc convert' wrote (or anyone's kmodel)")

@@ -19,8 +19,8 @@ def runner_for(path, dataset_func="img_0_1", mean=None, std=None):
     """Per input path: [(display name, [flat outputs])] -- for a kmodel, a C folder or a float model file."""
     from .c_folder import is_c_folder
     from .evaluate import is_kmodel_file
-    if os.path.isfile(path) and is_kmodel_file(path):
-        return _kmodel_runner(path)
+    if os.path.isfile(path) and (is_kmodel_file(path) or path.lower().endswith(".kmodel")):
+        return _kmodel_runner(path)         # a damaged .kmodel: load_kmodel says what is wrong with it
     if os.path.isdir(path):
         if not is_c_folder(path):
             raise UsageError(f"{path} is a folder but holds no emc-generated C model; give a kmodel, the folder "
@@ -80,12 +80,13 @@ def _kmodel_runner(path):
     from .platforms.k210.kmodel import load_kmodel, run_kmodel
     from .datasets import read_image
     from .evaluate import kmodel_input
+    from .inputs import input_array
     model = load_kmodel(path)
     kind, shape = kmodel_input(model)
 
     def run(item):
         if item.lower().endswith(".npy"):
-            x = _load_npy(item)
+            x = input_array(_load_npy(item), f"input {item}")
             if kind == "float":
                 x = np.asarray(x, np.float32)
         elif kind != "kpu":

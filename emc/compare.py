@@ -279,13 +279,12 @@ def _db(value):
 
 
 def _load_data(data, graph, dataset_func, mean, std, max_samples, seed):
+    from .convert import normalise
     from .datasets import load_dataset
     if len(graph.inputs) != 1:
         raise EmcError("compare() handles single-input models")
     x = load_dataset(data, graph.input_shapes[0], dataset_func=dataset_func, max_samples=max_samples, seed=seed)
-    if mean is not None or std is not None:         # as emc.convert applies them
-        x = (x - (0.0 if mean is None else mean)) / (1.0 if std is None else std)
-    return x
+    return normalise(x, mean, std)                  # as emc.convert applies them
 
 
 def _sidecar_tensors(device):

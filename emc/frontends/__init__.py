@@ -35,6 +35,11 @@ def load_model(source):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise ModelLoadError(f"model file {path} does not exist")
+        if os.path.isdir(path):
+            raise ModelLoadError(f"{path} is a folder, not a model file; give the .keras or .h5 file (a TensorFlow "
+                                 f"SavedModel folder is not read: save the model with model.save('model.keras'))")
+        if not os.path.isfile(path):
+            raise ModelLoadError(f"{path} is not a regular file; give a .keras or .h5 model file")
         kind = _file_kind(path)
     else:
         kind = _framework_of(source)

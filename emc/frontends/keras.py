@@ -58,11 +58,22 @@ def _config(op):
 class _Walker:
     """Maps Keras tensors to graph tensor names (None: not convertible), converting each layer call once."""
 
-    def __init__(self, graph, problems, seeded=None):
+    def __init__(self, graph, problems, seeded=None, stand_ins=None):
         self.graph = graph
         self.problems = problems
         self.names = dict(seeded or {})
         self.nested = {}
+        self.stand_ins = [] if stand_ins is None else stand_ins
+
+    def _stand_in(self, t):
+        """After a problem: a graph input of the layer's output shape, so that the layers after it are still
+        converted and a platform can check them too (every problem in one error); None for a dynamic shape."""
+        shape = tuple(t.shape[1:])
+        if any(d is None for d in shape):
+            return None
+        name = self.graph.add_input(shape, f"{t._keras_history[0].name}~unconverted")
+        self.stand_ins.append(name)
+        return name
 
     def tensor(self, t):
         key = id(t)
@@ -86,13 +97,14 @@ class _Walker:
         if _is_model(op):
             key = (id(op), node_index)
             if key not in self.nested:
-                self.nested[key] = _Walker(self.graph, self.problems, dict(zip(map(id, op.inputs), inputs)))
+                self.nested[key] = _Walker(self.graph, self.problems, dict(zip(map(id, op.inputs), inputs)),
+                                           self.stand_ins)
             return self.nested[key].tensor(op.outputs[tensor_index])
         reason = _static_problem(op)
         if reason:
             self._problem(op, reason)
-            return None
-        if None in inputs:       # fed by a layer that could not be converted: nothing more to check here
+            return self._stand_in(t)
+        if None in inputs:       # fed by a layer of dynamic shape that could not be converted: nothing to check
             return None
         try:
             if callable(getattr(op, "activation", None)):
@@ -102,7 +114,7 @@ class _Walker:
             return convert_layer(spec, inputs, self.graph)
         except UnsupportedLayerError as err:
             self._problem(op, str(err))
-            return None
+            return self._stand_in(t)
 
 
 def _graph_entry(model):
@@ -118,6 +130,17 @@ def _graph_entry(model):
     return inputs, outputs
 
 
+def _partial(graph, out_names, stand_ins):
+    """(graph, stand-in names) of what could be converted, for a platform to check; None if unusable. The
+    stand-ins stay input nodes but not model inputs: a platform then checks the layers after them as usual."""
+    try:
+        graph.set_outputs([n for n in out_names if n is not None])
+        graph.inputs = [n for n in graph.inputs if n not in stand_ins]
+        return graph, list(stand_ins)
+    except Exception:                    # noqa: BLE001 -- only extra information; the frontend's list stands
+        return None
+
+
 def from_keras(model_or_path):
     """Build an emc.Graph from a Keras model or a .keras / .h5 file (every unsupported layer listed at once).
     A file is read with h5py alone: TensorFlow is imported only for a live Keras object."""
@@ -131,7 +154,7 @@ def from_keras(model_or_path):
     out_names = [walker.tensor(t) for t in outputs]
     for t in inputs:       # an input no output depends on still belongs to the model's signature
         walker.tensor(t)
-    raise_problems(model.name, problems)
+    raise_problems(model.name, problems, _partial(graph, out_names, walker.stand_ins) if problems else None)
     graph.inputs = [walker.names[id(t)] for t in inputs]
     graph.set_outputs(out_names)
     log.debug("converted Keras model '%s': %d layers", model.name, len(graph))

@@ -343,11 +343,21 @@ def convert_layer(spec, inputs, graph):
     return HANDLERS[spec.cls](spec, inputs, graph)
 
 
-def raise_problems(model_name, problems):
-    """One UnsupportedLayerError listing every layer emc cannot convert (nothing when the list is empty)."""
+def unsupported_layers(model_name, problems):
+    """The UnsupportedLayerError listing every problem and the Keras layers emc reads; .extended(more) gives
+    the same error with more problems (a platform's, found in the layers the frontend did convert)."""
+    err = UnsupportedLayerError(
+        f"model '{model_name}' has {len(problems)} layer(s) emc cannot convert:\n  - " + "\n  - ".join(problems)
+        + f"\nSupported Keras layers (emc.frontends.keras.SUPPORTED_KERAS_LAYERS): {', '.join(SUPPORTED_KERAS_LAYERS)}")
+    err.problems = problems
+    err.extended = lambda more: unsupported_layers(model_name, problems + list(more))
+    return err
+
+
+def raise_problems(model_name, problems, partial=None):
+    """One UnsupportedLayerError listing every layer emc cannot convert (nothing when the list is empty);
+    partial = (graph, stand-in names) of what could be converted, kept on the error for a platform check."""
     if problems:
-        problems = list(dict.fromkeys(problems))
-        raise UnsupportedLayerError(
-            f"model '{model_name}' has {len(problems)} layer(s) emc cannot convert:\n  - " + "\n  - ".join(problems)
-            + f"\nSupported Keras layers (emc.frontends.keras.SUPPORTED_KERAS_LAYERS): "
-              f"{', '.join(SUPPORTED_KERAS_LAYERS)}")
+        err = unsupported_layers(model_name, list(dict.fromkeys(problems)))
+        err.partial_graph = partial
+        raise err

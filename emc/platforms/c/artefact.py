@@ -8,7 +8,7 @@ import numpy as np
 
 from ...artefact import Artefact
 from ...errors import EmcError
-from ...fileio import write_atomic
+from ...fileio import check_not_input, write_folder_atomic
 from ...report import Report
 from .build import build_shared
 from .codegen import c_identifier
@@ -153,16 +153,16 @@ class CArtefact(Artefact):
 
     # ---- files ----------------------------------------------------------------------------------------------------------------
     def save(self, path):
-        """Write every file (model .h/.c and the kernel library) into the folder `path`; returns the paths."""
+        """Write every file (model .h/.c and the kernel library) as the folder `path`, swapped in whole."""
         path = os.fspath(path)
         if os.path.exists(path) and not os.path.isdir(path):
             raise EmcError(f"{path} is a file; the C platform writes a folder of sources")
-        written = []
-        for fname, data in self.files.items():
-            target = os.path.join(path, fname)
-            write_atomic(target, data)
-            written.append(target)
+        check_not_input(path, getattr(self, "sources", ()))
+        import json
+
         from ... import sidecar
         tensors = {i: step.node for i, step in enumerate(self.program.steps)}
         doc = sidecar.document(self.platform, self.name, self.report, tensors)
-        return written + [sidecar.write(os.path.join(path, self.name + sidecar.SUFFIX), doc)]
+        files = dict(self.files)
+        files[self.name + sidecar.SUFFIX] = json.dumps(doc, indent=1) + "\n"
+        return write_folder_atomic(path, files)

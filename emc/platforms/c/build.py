@@ -44,11 +44,16 @@ def write_tree(folder, files):
             f.write(text)
 
 
-def run(cmd, cwd=None, what="compiler"):
-    """Run a tool; its failure becomes an EmcError with the tool's own message."""
+def run(cmd, cwd=None, what="compiler", explain=None):
+    """Run a tool; its failure becomes an EmcError with the tool's own message, or the error explain(output)
+    returns for a failure it recognises (e.g. a linker region overflow as one line naming the sizes)."""
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise EmcError(f"{what} failed ({' '.join(cmd[:3])} ...):\n{proc.stderr.strip() or proc.stdout.strip()}")
+        output = proc.stderr.strip() or proc.stdout.strip()
+        known = explain(output) if explain else None
+        if known is not None:
+            raise known
+        raise EmcError(f"{what} failed ({' '.join(cmd[:3])} ...):\n{output}")
     return proc
 
 

@@ -17,6 +17,10 @@ def load_kmodel(path_or_bytes):
         except TypeError:
             raise EmcError(f"load_kmodel takes a file path or the file's bytes, not {type(path_or_bytes).__name__}") \
                 from None
+        if os.path.isdir(path):
+            raise EmcError(f"{path} is a folder, not a kmodel file: give the .kmodel file's path")
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise EmcError(f"{path} is not a regular file (a device, a pipe or a socket): give a kmodel file")
         if not os.path.isfile(path):
             raise EmcError(f"kmodel file {path} does not exist: check the path")
         with open(path, "rb") as f:
@@ -29,8 +33,8 @@ def load_kmodel(path_or_bytes):
     if int.from_bytes(data[:4], "little") == V3_VERSION:
         from .v3.reader import KModelV3
         return KModelV3.from_bytes(data)
-    raise KModelFormatError(f"unknown kmodel header {data[:4].hex()}: neither v3 (first word 3) nor v4 ('LDMK'); "
-                            f"is this a kmodel?", 0, "version")
+    raise KModelFormatError(f"not a kmodel: the file starts with {data[:4].hex()} ({data[:4]!r}), neither a v3 "
+                            f"header (first word 3) nor v4's 'LDMK'", 0, "version")
 
 
 def _as_model(model):

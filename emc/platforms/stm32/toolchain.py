@@ -2,6 +2,7 @@
 them, and semihosting test programs run under qemu-system-arm (mps2-an386, a Cortex-M4)."""
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -9,7 +10,7 @@ from importlib import resources
 
 import numpy as np
 
-from ...errors import EmcError
+from ...errors import EmcError, PlatformLimitError
 from ..c.build import run, write_tree
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,26 @@ def size_of(elf):
     return text, data, bss
 
 
+OVERFLOW = re.compile(r"region [`'](\w+)' overflowed by (\d+) bytes")
+REGION = re.compile(r"^\s*(\w+)\s*\([a-z]+\)\s*:\s*ORIGIN\s*=\s*\w+\s*,\s*LENGTH\s*=\s*(\d+)([KM]?)", re.M)
+
+
+def link_overflow(output, script="mps2_an386.ld"):
+    """A one-line PlatformLimitError naming the sizes for ld's 'region X overflowed' output, else None."""
+    found = OVERFLOW.findall(output)
+    if not found:
+        return None
+    lengths = {m.group(1): int(m.group(2)) * {"": 1, "K": 1 << 10, "M": 1 << 20}[m.group(3)]
+               for m in REGION.finditer(template(script))}
+    parts = []
+    for region, over in dict(found).items():
+        size = lengths.get(region)
+        need = f"{size + int(over):,} bytes, {int(over):,} more than its {size:,}" if size else f"{int(over):,} bytes more"
+        parts.append(f"{region} needs {need}")
+    return PlatformLimitError(f"the model does not fit the Cortex-M memory map it is linked against ({script}): "
+                              f"{'; '.join(parts)}; use a smaller model (fewer or narrower layers)", platform="stm32")
+
+
 def _extra_flags(defines, includes):
     return [f"-D{d}" for d in defines] + [f"-I{os.path.abspath(d)}" for d in includes]
 
@@ -88,7 +109,7 @@ def measure(files, name, cpu="cortex-m4", defines=(), sources=(), includes=()):
         run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), *_extra_flags(defines, includes), "-I", work,
              *c_files, *[os.path.abspath(f) for f in sources], "-T", "mps2_an386.ld", "-nostartfiles",
              "--specs=nano.specs", "--specs=nosys.specs", "-Wl,--gc-sections", "-o", elf],
-            cwd=work, what="arm-none-eabi-gcc")
+            cwd=work, what="arm-none-eabi-gcc", explain=link_overflow)
         text, data, bss = size_of(elf)
     return {"text": text, "data": data, "bss": bss, "flash": text + data, "ram": data + bss}
 
@@ -185,7 +206,8 @@ def build_test_elf(artefacts, inputs, folder, cpu="cortex-m4", profile=False, de
     flags = _extra_flags(tuple(defines) + (("EMC_PROFILE_HOOK=emc_profile",) if profile else ()), includes)
     run([tool("arm-none-eabi-gcc"), *COMMON_FLAGS, *cpu_flags(cpu), *flags, "-I", folder, *c_files,
          *[os.path.abspath(f) for f in sources], "-T", "mps2_an386.ld", "-nostartfiles", "--specs=rdimon.specs",
-         "-Wl,--gc-sections", "-o", elf, "-lc", "-lrdimon"], cwd=folder, what="arm-none-eabi-gcc")
+         "-Wl,--gc-sections", "-o", elf, "-lc", "-lrdimon"], cwd=folder, what="arm-none-eabi-gcc",
+        explain=link_overflow)
     return elf
 
 

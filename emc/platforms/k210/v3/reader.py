@@ -6,6 +6,7 @@ the offset and the field, and nothing is allocated beyond what the file's own by
 import numpy as np
 
 from ....errors import KModelFormatError
+from ..chip.bounds import check_described
 from ..chip.cpu_math import pool_wraps
 from ..chip.kpu import ACT_TABLE_BYTES, LAYER_ARG_BYTES, ActTable, LayerArgument, decode_bn_table
 from ..chip.layer_types import LAYER_TYPES
@@ -259,6 +260,7 @@ class KModelV3:
         parse = EXTRA_PARSERS.get(code)
         if parse is not None:
             parse(self, layer, where)
+        check_described(f"{where} ({layer.name})", layer.describe(), offset)     # every shape it implies, bounded
         return layer
 
     # ---- printing ----------------------------------------------------------------------------------------

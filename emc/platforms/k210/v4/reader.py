@@ -6,6 +6,7 @@ naming the offset and the field, and nothing is allocated beyond what the file's
 import numpy as np
 
 from ....errors import KModelFormatError
+from ..chip.bounds import check_described
 from ..chip.layer_types import OPCODES
 from ..chip.kpu import ACT_TABLE_BYTES, ActTable, LayerArgument, decode_bn_table, encode_bn_table, kpu_rows
 from .structs import BINARY_OPS, DATATYPES, K210_SRAM, KPU_RAM_BYTES, MEMORY_TYPES, MODEL_IDENTIFIER, \
@@ -339,7 +340,21 @@ def _parse_node(model, limits, index, opcode, offset, body_size, end):
     if tail is not None:
         tail(node, reader, limits)
     node.content_end = reader.pos
+    _check_bounds(node, where)
     return node
+
+
+def _check_bounds(node, where):
+    """Every shape the node declares (and the ones its description derives) bounded, per dimension."""
+    extra = [(field, node.shape(field)) for field in SHAPE_FIELDS.get(node.name, ())]
+    if node.name == "kpu_upload" and min(node.shape("in_shape")) < 1:
+        raise KModelFormatError(f"{where} (kpu_upload): in_shape {node.shape('in_shape')} has an empty dimension; a "
+                                f"KPU map has at least one pixel", node.offset + OFFSETS["kpu_upload"]["in_shape"],
+                                f"{where}.in_shape")
+    if node.name == "resize_image":
+        n, c = node.shape("in_shape")[:2]
+        extra.append(("out_h", (n, c, node.body.out_h, node.body.out_w)))
+    check_described(f"{where} ({node.name})", node.describe(), node.offset, extra)
 
 
 OFFSETS = {name: {f.name: f.offset for f in struct(struct_name).__fields__}      # field -> offset in the body

@@ -406,7 +406,17 @@ def _configure_logging(args):
 
 
 def main(argv=None):
-    """Entry point of the `emc` console script; returns the exit code."""
+    """Entry point of the `emc` console script; returns the exit code. The `emc` logger's handlers, level and
+    propagation are restored afterwards, so calling it from Python leaves the caller's logging as it was."""
+    saved = (list(log.handlers), log.propagate, log.level)
+    try:
+        return _main(argv)
+    finally:
+        log.handlers[:], log.propagate = saved[0], saved[1]
+        log.setLevel(saved[2])
+
+
+def _main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")           # keep TensorFlow's start-up chatter quiet
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv

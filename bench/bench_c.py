@@ -14,10 +14,9 @@ import time
 
 import numpy as np
 
-from common import input_dependence, randomise_batchnorm
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+from support import input_dependence, randomise_keras_batchnorm as randomise_batchnorm  # noqa: E402 (tests/)
 REFERENCE = ROOT.parent / "shared" / "reference"
 TICK_INSTRUCTIONS = 40           # -icount shift=0 runs 1 instruction per ns; SysTick counts at 25 MHz
 

@@ -146,10 +146,10 @@ def run_inspect(args):
     if os.path.isdir(path):
         print(_artefact_folder_report(path))
     elif _is_kmodel(path):
-        from . import load_kmodel
+        from .platforms.k210.kmodel import load_kmodel
         print(load_kmodel(path))
     elif os.path.splitext(path)[1].lower() in (".h5", ".hdf5", ".keras"):
-        from . import load_model
+        from .frontends import load_model
         print(load_model(path).summary())
     else:
         raise UsageError(f"{path} is neither a kmodel (v3 or v4), an emc C artefact folder nor a .h5/.keras model")
@@ -248,12 +248,10 @@ def _kmodel_runner(path):
     """Per input path: [(display name, [flat outputs])] from the kmodel simulator."""
     import numpy as np
 
-    from . import load_kmodel, run_kmodel
+    from .platforms.k210.kmodel import load_kmodel, run_kmodel
     from .datasets import read_image
-    from .evaluate import require_simulator
     model = load_kmodel(path)
     kind, shape = kmodel_input(model)
-    require_simulator(model)
 
     def run(item):
         if item.lower().endswith(".npy"):
@@ -276,7 +274,7 @@ def _kmodel_runner(path):
 def kmodel_input(model):
     """('kpu', (C, H, W)) for an image-input kmodel (uint8 pixels), ('float', (n,)) for a float-vector one."""
     if model.version == 3:
-        from .platforms.k210.simulator_v3 import input_spec
+        from .platforms.k210.v3.simulator import input_spec
         return input_spec(model)
     if len(model.inputs) != 1:
         raise UsageError(f"emc run takes single-input kmodels; this one has {len(model.inputs)} inputs")
@@ -289,7 +287,7 @@ def kmodel_input(model):
 def _float_runner(path, dataset_func):
     import numpy as np
 
-    from . import load_model
+    from .frontends import load_model
     from .datasets import IMAGE_EXTENSIONS, get
     graph = load_model(path)
     if len(graph.inputs) != 1:

@@ -249,9 +249,9 @@ class _Device:
     """Runs one sample on the device with a layer trace; final outputs shaped like the graph's."""
 
     def __init__(self, device, graph, input_transform):
-        from . import load_kmodel
+        from .platforms.k210.kmodel import load_kmodel
         from .artefact import Artefact
-        from .evaluate import is_parsed_kmodel, require_simulator
+        from .evaluate import is_parsed_kmodel
         self.artefact = device if isinstance(device, Artefact) else None
         self.names = _report_names(device) if self.artefact is not None else {}
         self.graph = graph
@@ -263,7 +263,7 @@ class _Device:
             self.name = f"{device.platform} ({device.name})"
             self.to_device = getattr(device, "to_pixels", None)
         else:
-            self.model = require_simulator(device if is_parsed_kmodel(device) else load_kmodel(device))
+            self.model = device if is_parsed_kmodel(device) else load_kmodel(device)
             self.name = f"kmodel v{self.model.version}"
         if self.model is None:
             return

@@ -57,20 +57,8 @@ class Predictor:
         return [np.asarray(o, np.float32) for o in self.fn(x)]
 
 
-def require_simulator(model):
-    """EmcError when this build cannot run the kmodel's version (the v4 simulator may be missing)."""
-    if getattr(model, "version", 3) == 4:
-        try:
-            from .platforms.k210 import simulator_v4  # noqa: F401
-        except ImportError:
-            raise EmcError("the kmodel v4 simulator is not available in this build yet (emc reads and inspects "
-                           "v4 files, but cannot run them)") from None
-    return model
-
-
 def _kmodel_predictor(model, input_transform):
     from .platforms.k210.kmodel import run_kmodel
-    require_simulator(model)
 
     def run(x):
         x = np.asarray(x)
@@ -110,7 +98,7 @@ def predictor(model, input_transform=None):
     if isinstance(model, Artefact):
         return Predictor(model.platform, _artefact_runner(model), getattr(model, "graph", None))
     if isinstance(model, (bytes, bytearray, memoryview)):
-        from . import load_kmodel
+        from .platforms.k210.kmodel import load_kmodel
         return _kmodel_predictor(load_kmodel(model), input_transform)
     if is_parsed_kmodel(model):
         return _kmodel_predictor(model, input_transform)
@@ -119,10 +107,10 @@ def predictor(model, input_transform=None):
         if not os.path.exists(path):
             raise EmcError(f"model file {path} does not exist")
         if os.path.isfile(path) and is_kmodel_file(path):
-            from . import load_kmodel
+            from .platforms.k210.kmodel import load_kmodel
             return _kmodel_predictor(load_kmodel(path), input_transform)
     if not isinstance(model, Graph):
-        from . import load_model
+        from .frontends import load_model
         model = load_model(model)
     graph = model
     return Predictor("float", lambda x: graph.run(x), graph)

@@ -82,10 +82,6 @@ def test_inspect_every_shared_v3_kmodel(name):
 @pytest.mark.parametrize("name", V4_FILES)
 def test_inspect_every_shared_v4_kmodel(name):
     path = reference_path("kmodel-v4", f"{name}.kmodel")
-    try:
-        import emc.platforms.k210.reader_v4  # noqa: F401
-    except ImportError:
-        pytest.skip("the kmodel v4 reader (emc/platforms/k210/reader_v4.py) is not written yet")
     # nncase v0.2 model_header: identifier, version, flags, target, constants, main_mem, nodes, inputs, outputs
     identifier, version, _, _, _, _, nodes, inputs, outputs = struct.unpack_from("<4sIIIIIIII", path.read_bytes(), 0)
     assert identifier == b"LDMK" and version == 4
@@ -116,15 +112,10 @@ def test_run_iris_npy_matches_the_board(tmp_path):
     np.testing.assert_allclose(values, [16.077795, 5.607656, -2.071745], atol=1e-3)   # nncase's Readme, a K210
 
 
-def test_run_iris_v4_or_say_the_simulator_is_missing(tmp_path):
+def test_run_iris_v4(tmp_path):
     sample = np.array([5.1, 3.8, 1.9, 0.4], np.float32)
     np.save(tmp_path / "sample.npy", sample)
     result = emc_cli("run", reference_path("kmodel-v4", "nncase_iris.kmodel"), tmp_path / "sample.npy")
-    try:
-        import emc.platforms.k210.simulator_v4  # noqa: F401
-    except ImportError:
-        assert_one_line_error(result, "v4 simulator is not available")
-        return
     import tensorflow as tf
     interp = tf.lite.Interpreter(model_path=str(reference_path("float-models", "nncase_iris.tflite")))
     interp.allocate_tensors()

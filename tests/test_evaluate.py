@@ -58,7 +58,7 @@ def test_bad_labels_are_named(labels, text):
 @pytest.mark.parametrize("folder", ["kmodel-v3", "kmodel-v4"])
 def test_kmodel_path_accuracy_equals_tflite_on_iris(folder):
     if folder == "kmodel-v4":
-        pytest.importorskip("emc.platforms.k210.simulator_v4", reason="the kmodel v4 simulator is not written yet")
+        pytest.importorskip("emc.platforms.k210.v4.simulator", reason="the kmodel v4 simulator is not written yet")
     import tensorflow as tf
     from sklearn.datasets import load_iris
     iris = load_iris()

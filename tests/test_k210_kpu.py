@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-import emc.platforms.k210.kpu as kpu
+import emc.platforms.k210.chip.kpu as kpu
 from emc.errors import KModelFormatError
-from emc.platforms.k210.kpu import (ActTable, LayerArgument, decode_act_table, decode_bn_table, encode_act_table,
+from emc.platforms.k210.chip.kpu import (ActTable, LayerArgument, decode_act_table, decode_bn_table, encode_act_table,
                                     encode_bn_table, kpu_conv, kpu_download, kpu_layout, kpu_rows, kpu_upload)
 
 RNG = np.random.default_rng(3)

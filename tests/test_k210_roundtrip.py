@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import reference_path
+from support import input_dependence, smooth_images
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
@@ -44,7 +45,6 @@ def calibration_data(graph, name):
 
     Smooth images (zoo.smooth_images) rather than pixel noise: global pooling averages noise away, and a
     model whose output does not vary with its input would pass any cosine test."""
-    from zoo import smooth_images
     shape = graph.input_shapes[0]
     rng = np.random.default_rng(0)
     if len(shape) == 1:
@@ -71,12 +71,6 @@ def test_zoo_model_round_trip(name, quant_func):
     assert min(map(input_dependence, reference)) > 1e-3          # else the cosine below could not fail
     cosines = [cosine(ref, sim) for ref, sim in zip(reference, art.simulate(data))]
     assert min(cosines) >= 0.99, cosines
-
-
-def input_dependence(output):
-    """How much an output varies over the samples: mean standard deviation over mean magnitude."""
-    flat = np.asarray(output, np.float64).reshape(len(output), -1)
-    return float(flat.std(axis=0).mean() / (np.abs(flat).mean() + 1e-12))
 
 
 def test_digits_classifier_keeps_its_accuracy():

@@ -49,7 +49,7 @@ EXTREMES = [0, 1, 2, 3, 7, 8, 15, 16, 63, 64, 255, 256, 1023, 1024, 32767, 32768
 
 
 def zero_input(model):
-    from emc.platforms.k210.simulator_v3 import input_spec
+    from emc.platforms.k210.v3.simulator import input_spec
     kind, (a, *rest) = input_spec(model)
     return np.zeros((rest[0], rest[1], a), np.uint8) if kind == "kpu" else np.zeros(a, np.float32)
 

@@ -4,8 +4,8 @@ import pytest
 from conftest import reference_path
 from emc.errors import EmcError, KModelFormatError
 from emc.platforms.k210.kmodel import load_kmodel
-from emc.platforms.k210.kpu import LayerArgument, decode_act_table, decode_bn_table, encode_act_table, encode_bn_table
-from emc.platforms.k210.reader_v3 import KModelV3
+from emc.platforms.k210.chip.kpu import LayerArgument, decode_act_table, decode_bn_table, encode_act_table, encode_bn_table
+from emc.platforms.k210.v3.reader import KModelV3
 
 V3_FILES = ["nncase_iris.kmodel", "nncase_yolo20.kmodel", "maixemc_cifar10.kmodel",
             "maixemc_cifar10_board.kmodel", "maixemc_mbnetv1_0.75.kmodel"]

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import emc
 from conftest import REFERENCE
-from emc.platforms.k210.reader_v4 import KModelV4
-from emc.platforms.k210.simulator_v4 import input_spec
+from emc.platforms.k210.v4.reader import KModelV4
+from emc.platforms.k210.v4.simulator import input_spec
 
 BIG = ["nncase_yolo20.kmodel", "nncase_ulffd_landmark.kmodel", "nncase_rfb320.kmodel", "nncase_slim320.kmodel"]
 

@@ -6,8 +6,9 @@ import pytest
 
 import emc
 from conftest import reference_path
-from emc.platforms.k210.reader_v4 import KModelV4
-from emc.platforms.k210.structs_v4 import OPCODES, struct
+from emc.platforms.k210.v4.reader import KModelV4
+from emc.platforms.k210.chip.layer_types import OPCODES
+from emc.platforms.k210.v4.structs import struct
 
 FLT_MAX = float(np.finfo(np.float32).max)
 V4_FILES = ["nncase_iris.kmodel", "nncase_yolo20.kmodel", "nncase_ulffd_landmark.kmodel", "nncase_rfb320.kmodel",

@@ -304,9 +304,9 @@ def test_squeeze_excitation_broadcast_multiply_in_v4():
 @pytest.mark.parametrize("seed", range(20))
 def test_quantized_add_fields_match_float_within_one_code(seed):
     """The quantized_binary fields, run through the runtime's integer arithmetic, against the float sum."""
-    from emc.platforms.k210.cpu_ops_v4 import mul_and_carry_shift, wrap32
-    from emc.platforms.k210.quantize import Quant
-    from emc.platforms.k210.writer_v4 import quantized_add_v4
+    from emc.platforms.k210.v4.ops_common import mul_and_carry_shift, wrap32
+    from emc.platforms.k210.lowering.quantize import Quant
+    from emc.platforms.k210.v4.writer import quantized_add_v4
     rng = np.random.default_rng(seed)
     qa, qb = Quant(rng.uniform(1e-3, 0.5), rng.integers(0, 256)), Quant(rng.uniform(1e-3, 0.5), rng.integers(0, 256))
     qo = Quant(rng.uniform(1e-3, 1.0), rng.integers(0, 256))

@@ -17,10 +17,10 @@ from emc.layers import (Act, BatchNorm, Concat, Conv2D, Crop2D, Dense, Depthwise
 from emc.layers.activations import ACTIVATIONS
 from emc.passes import optimize
 from emc.platforms import k210
-from emc.platforms.k210.actfit import SEG0_X, build_act_table
-from emc.platforms.k210.kpu import ActTable as KpuActTable, LayerArgument, kpu_conv
-from emc.platforms.k210.quantize import Quant, kpu_conv_params
-from emc.platforms.k210.table import quantized_add_params
+from emc.platforms.k210.lowering.actfit import SEG0_X, build_act_table
+from emc.platforms.k210.chip.kpu import ActTable as KpuActTable, LayerArgument, kpu_conv
+from emc.platforms.k210.lowering.quantize import Quant, kpu_conv_params
+from emc.platforms.k210.lowering.handlers_merge import quantized_add_params
 
 RNG = np.random.default_rng(11)
 STOCK_SDK = {1, 2, 5, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 20, 22, 23, 24, 25, 10240, 10241, 10242, 10243}

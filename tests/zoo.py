@@ -9,6 +9,8 @@ concatenate, nearest upsampling, pad/crop, Rescaling/Normalization at the input.
 """
 import numpy as np
 
+from support import all_keras_layers, randomise_keras_batchnorm, smooth_images
+
 KERAS_ZOO = {}
 ZOO_INFO = {}
 
@@ -35,27 +37,7 @@ def finish(model, seed=0, calibrate=False):
     """
     rng = np.random.default_rng(seed)
     probe = smooth_images(tuple(model.inputs[0].shape[1:]), 16, rng) if calibrate else None
-    for layer in _all_layers(model):
-        if type(layer).__name__ == "BatchNormalization":
-            weights = layer.get_weights()
-            n = weights[0].shape[0]
-            seen = None
-            if probe is not None:
-                x = np.asarray(_keras().Model(model.inputs, layer.input)([probe]))
-                seen = x.mean(axis=tuple(range(x.ndim - 1))), x.var(axis=tuple(range(x.ndim - 1))) + 1e-3
-            new = []
-            for w, kind in zip(weights, ["gamma", "beta", "mean", "var"][-len(weights):]):
-                if kind == "var":
-                    scale = seen[1] if seen is not None else 1.0
-                    new.append((scale * rng.uniform(0.5, 2.0, n)).astype(np.float32))
-                elif kind == "gamma":
-                    new.append(rng.uniform(0.5, 1.5, n).astype(np.float32))
-                elif kind == "mean" and seen is not None:
-                    new.append((seen[0] + rng.normal(0, 0.3, n) * np.sqrt(seen[1])).astype(np.float32))
-                else:
-                    new.append(rng.normal(0, 0.3, n).astype(np.float32))
-            layer.set_weights(new)
-    return model
+    return randomise_keras_batchnorm(model, rng, probe)
 
 
 def scale_convs(model, seed=0):
@@ -63,28 +45,12 @@ def scale_convs(model, seed=0):
     squashing activations otherwise shrinks the signal until the output no longer depends on the input."""
     keras = _keras()
     probe = smooth_images(tuple(model.inputs[0].shape[1:]), 16, np.random.default_rng(seed))
-    for layer in _all_layers(model):
+    for layer in all_keras_layers(model):
         if type(layer).__name__ == "Conv2D":
             spread = float(np.std(np.asarray(layer(keras.Model(model.inputs, layer.input)([probe])))))
             kernel, *rest = layer.get_weights()
             layer.set_weights([kernel / max(spread, 1e-6)] + rest)
     return model
-
-
-def smooth_images(shape, n, rng):
-    """n images in [0, 1]: a random 4x4 grid of levels blown up to the image size, plus pixel noise."""
-    h, w, c = shape
-    coarse = rng.uniform(0, 1, (n, 4, 4, c))
-    image = coarse[:, np.arange(h) * 4 // h][:, :, np.arange(w) * 4 // w]
-    return np.clip(image + rng.normal(0, 0.1, (n,) + shape), 0, 1).astype(np.float32)
-
-
-def _all_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
-        else:
-            yield layer
 
 
 def conv_bn_relu(x, filters, kernel=3, strides=1, act="relu"):

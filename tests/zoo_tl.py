@@ -1,6 +1,8 @@
 """TensorLayer 2.x static models with seeded random weights (the TensorLayer side of the test zoo)."""
 import numpy as np
 
+from support import perturbed_statistics, probe_statistics, smooth_images
+
 TL_ZOO = {}
 TL_ZOO_INFO = {}
 
@@ -53,19 +55,16 @@ def randomise(model, seed, calibrate=False):
 def calibrate_batchnorm_chain(model, rng):
     """A chain model's BatchNorm statistics from its input's statistics on smooth probe images (perturbed), so
     that a deep random network's output still depends on its input (see zoo.finish)."""
-    from zoo import smooth_images
     layers = model.all_layers
     x = smooth_images(tuple(layers[0].shape[1:]), 16, rng)        # the _InputLayer: [None, H, W, C]
     for layer in layers[1:]:
         if type(layer).__name__ == "BatchNorm":
-            values = np.asarray(x)
-            axes = tuple(range(values.ndim - 1))
-            mean, var = values.mean(axis=axes), values.var(axis=axes) + 1e-3
+            mean, var = perturbed_statistics(probe_statistics(np.asarray(x)), rng)
             for w in layer.all_weights:
                 if "moving_mean" in w.name:
-                    w.assign((mean + rng.normal(0, 0.3, mean.shape) * np.sqrt(var)).astype(np.float32))
+                    w.assign(mean)
                 elif "moving_var" in w.name:
-                    w.assign((var * rng.uniform(0.5, 2.0, var.shape)).astype(np.float32))
+                    w.assign(var)
         x = layer.forward(x)
 
 

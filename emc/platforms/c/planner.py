@@ -6,6 +6,7 @@ in-place kernels (activations, element-wise ops, softmax) write over an input th
 get offsets from a greedy-by-size first-fit placement of lifetime intervals, the best of a few orders.
 The live-tensor lower bound (the largest sum of simultaneously live arena buffers) is computed alongside.
 """
+from ...lifetimes import first_fit, live_ranges
 from .ir import QTensor, Step
 
 ALIGN = 1      # int8 kernels (and CMSIS-NN) read bytes; no padding between buffers
@@ -98,17 +99,11 @@ def plan_memory(steps, tensors, inputs, outputs, orders=("size", "start", "span"
 
 
 def _lifetimes(steps, tensors, roots, place):
-    buffers = {}
-    for i, step in enumerate(steps):
-        root = roots[step.output]
-        if root not in place and root not in buffers:
-            buffers[root] = Buffer(root, tensors[root].size, i, i)
-    for i, step in enumerate(steps):
-        for name in step.inputs:
-            buf = buffers.get(roots[name])
-            if buf is not None:
-                buf.end = max(buf.end, i)
-    return buffers
+    """A Buffer per storage root that a step writes into the arena (not the caller's input/output bytes)."""
+    spans = live_ranges([([roots[n] for n in step.inputs], [roots[step.output]]) for step in steps])
+    written = {roots[step.output] for step in steps}
+    return {root: Buffer(root, tensors[root].size, first, last) for root, (first, last) in spans.items()
+            if root in written and root not in place}
 
 
 def _merge_inplace(steps, tensors, roots, buffers):
@@ -146,15 +141,8 @@ ORDER_KEYS = {
 
 def _place(groups, order):
     """First-fit by offset in the given order; returns the arena size and sets each group's offset."""
-    placed = []
-    for g in sorted(groups, key=ORDER_KEYS[order]):
-        need = _align(g.size)
-        busy = sorted((p.offset, p.offset + _align(p.size)) for p in placed if p.overlaps(g))
-        offset = 0
-        for lo, hi in busy:
-            if offset + need <= lo:
-                break
-            offset = max(offset, hi)
-        g.offset = offset
-        placed.append(g)
+    offsets = first_fit([(id(g), _align(g.size), g.start, g.end, g) for g in groups],
+                        order=lambda t: ORDER_KEYS[order](t[4]))
+    for g in groups:
+        g.offset = offsets[id(g)]
     return max((g.offset + _align(g.size) for g in groups), default=0)

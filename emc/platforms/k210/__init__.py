@@ -7,11 +7,11 @@ import logging
 
 from ...errors import EmcError, PlatformLimitError
 from .artefact import K210Artefact, build_report
-from .lower import Lowering
-from .planner import K210_SRAM, plan_memory
-from .table import TABLE, supported_kinds
-from .writer_v3 import KModelV3Writer
-from .writer_v4 import KModelV4Writer, stored_input_shape, to_v4
+from .lowering.lower import Lowering
+from .lowering.planner import K210_SRAM, plan_memory
+from .lowering.table import TABLE, supported_kinds
+from .v3.writer import KModelV3Writer
+from .v4.writer import KModelV4Writer, stored_input_shape, to_v4
 
 log = logging.getLogger(__name__)
 PLATFORM = "k210"

@@ -4,7 +4,7 @@ import numpy as np
 from ...artefact import Artefact
 from ...errors import EmcError
 from ...report import Report
-from .ir import F32, KPU
+from .lowering.ir import F32, KPU
 
 REPORT_COLUMNS = ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
 

@@ -1,8 +1,6 @@
 """emc.load_kmodel / emc.run_kmodel: read any kmodel v3 or v4 and compute on the PC what the K210 computes."""
 import os
 
-import numpy as np
-
 from ...errors import EmcError, KModelFormatError
 
 V4_MAGIC = b"LDMK"          # C's multi-character 'KMDL' stored little-endian
@@ -26,10 +24,10 @@ def load_kmodel(path_or_bytes):
     if len(data) < 8:
         raise KModelFormatError(f"a kmodel starts with at least 8 header bytes, this one has {len(data)}", 0, "header")
     if data[:4] == V4_MAGIC:
-        from .reader_v4 import KModelV4
+        from .v4.reader import KModelV4
         return KModelV4.from_bytes(data)
     if int.from_bytes(data[:4], "little") == V3_VERSION:
-        from .reader_v3 import KModelV3
+        from .v3.reader import KModelV3
         return KModelV3.from_bytes(data)
     raise KModelFormatError(f"unknown kmodel header {data[:4].hex()}: neither v3 (first word 3) nor v4 ('LDMK'); "
                             f"is this a kmodel?", 0, "version")
@@ -39,36 +37,6 @@ def _as_model(model):
     if hasattr(model, "layers") or hasattr(model, "nodes"):
         return model
     return load_kmodel(model)
-
-
-def to_device_layout(x, shape, layout):
-    """A uint8 batch (N, C, H, W) from an HWC image / NHWC batch (layout='hwc') or CHW / NCHW ('chw').
-
-    Returns (batch, was_batched); a shape mismatch names the expected shape.
-    """
-    x = np.asarray(x)
-    c, h, w = shape
-    orders = {"hwc": (h, w, c), "chw": (c, h, w)}
-    if layout not in orders:
-        raise EmcError(f"layout must be 'hwc' (images as PIL/OpenCV give them) or 'chw' (device layout), "
-                       f"not {layout!r}")
-    single = orders[layout]
-    if x.shape == single:
-        x, batched = x[None], False
-    elif x.ndim == 4 and x.shape[1:] == single:
-        batched = True
-    else:
-        raise EmcError(f"the kmodel takes a {'x'.join(map(str, single))} ({layout.upper()}) uint8 image or a batch "
-                       f"N x {'x'.join(map(str, single))}; got an array of shape {x.shape}")
-    if x.dtype != np.uint8:
-        if not np.issubdtype(x.dtype, np.number) or (x.size and (
-                np.any(~np.isfinite(x)) or x.min() < 0 or x.max() > 255 or np.any(np.mod(x, 1) != 0))):
-            raise EmcError("the kmodel input is uint8 pixels (0..255); got non-integer or out-of-range values "
-                           "(scale floats to 0..255 and round them first)")
-        x = x.astype(np.uint8)
-    if layout == "hwc":
-        x = x.transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(x), batched
 
 
 def run_kmodel(model, x, layout="hwc", trace=False, **options):
@@ -82,7 +50,7 @@ def run_kmodel(model, x, layout="hwc", trace=False, **options):
     """
     model = _as_model(model)
     if model.version == 4:
-        from .simulator_v4 import run_v4
+        from .v4.simulator import run_v4
         return run_v4(model, x, layout, trace, **options)
-    from .simulator_v3 import run_v3
+    from .v3.simulator import run_v3
     return run_v3(model, x, layout=layout, trace=trace, **options)

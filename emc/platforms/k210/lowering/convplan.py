@@ -3,7 +3,8 @@ selection, the 1x1-map padding path -- and every limit it breaks, as messages na
 """
 import numpy as np
 
-from ...layers import LINEAR
+from ....layers import LINEAR
+from ..chip.kpu import LayerArgument, kpu_layout
 
 KPU_MIN_SIZE = 4
 KPU_MAX_H, KPU_MAX_W = 256, 512
@@ -214,3 +215,27 @@ def fused_pool(graph, node, plan):
     if pool.shape[:2] != (h // factor, w // factor):
         return None
     return pool.name, code
+
+
+def kpu_layer_argument(layer):
+    """The 12-word KPU layer argument (spec 1.2/1.3) of a K210_CONV (v3) or kpu_conv2d (v4), planned addresses."""
+    p = layer.params["conv"]
+    c_in, h, w = layer.params["in_chw"]
+    c_out, oh, ow = layer.params["out_chw"]
+    k = p.kernel_size
+    per_load, loads, para_size = weight_loads(k, c_in, c_out, p.depthwise)
+    g_in, _, row_in = kpu_layout(w)
+    g_out, _, row_out = kpu_layout(ow)
+    arg = LayerArgument(
+        depth_wise_layer=int(p.depthwise),
+        image_src_addr=layer.inputs[0].address, image_dst_addr=layer.outputs[0].address,
+        i_ch_num=c_in - 1, o_ch_num=c_out - 1, o_ch_num_coef=per_load - 1,
+        i_row_wid=w - 1, i_col_high=h - 1, o_row_wid=ow - 1, o_col_high=oh - 1,
+        kernel_type=1 if k == 3 else 0, pad_type=0, pool_type=layer.params["pool"], load_para=1,
+        dma_burst_size=15, pad_value=p.pad_value,
+        load_coor=1, load_time=loads - 1, para_size=para_size,
+        channel_switch_addr=row_in * h, row_switch_addr=row_in, coef_group=g_in, load_act=1,
+        wb_channel_switch_addr=row_out * oh, wb_row_switch_addr=row_out, wb_group=g_out,
+        shr_w=p.shr_w, shr_x=p.shr_x, arg_w=p.arg_w, arg_x=p.arg_x, arg_add=p.arg_add,
+        send_data_out=0, channel_byte_num=ow * oh - 1, dma_total_byte=ow * oh * c_out - 1)
+    return arg

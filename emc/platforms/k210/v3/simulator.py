@@ -11,10 +11,12 @@ import logging
 
 import numpy as np
 
-from ...errors import EmcError, KModelFormatError
-from .cpu_math import carry_shift, dot_fma, fma32, roundf
-from .kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_rows, kpu_upload
-from .structs_v3 import LAYER_TYPES, MAIXEMC_FORK_TYPES, MAIXEMC_FORK_EXTRA, STOCK_SDK_TYPES
+from ....errors import EmcError, KModelFormatError
+from ..chip.cpu_math import carry_shift, dot_fma, exact_f32, fma32, roundf
+from ..chip.device_input import to_device_layout
+from ..chip.kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_rows, kpu_upload
+from ..chip.layer_types import LAYER_TYPES
+from .structs import MAIXEMC_FORK_TYPES, MAIXEMC_FORK_EXTRA, STOCK_SDK_TYPES
 
 log = logging.getLogger(__name__)
 EXECUTORS = {}
@@ -364,7 +366,7 @@ def softmax(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
     top = np.fmax.reduce(np.concatenate([[np.float32(1.17549435e-38)], x]).astype(np.float32))
-    e = np.exp((x - top).astype(np.float32)).astype(np.float32)
+    e = exact_f32(np.exp, (x - top).astype(np.float32))
     s = _sequential_sums(e[None, :])[0]
     return m.put(b.main_mem_out_address, (e / s).astype(np.float32), "main_mem_out_address")
 
@@ -373,7 +375,7 @@ def softmax(m, layer):
 def logistic(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
-    return m.put(b.main_mem_out_address, (np.float32(1) / (np.float32(1) + np.exp(-x))).astype(np.float32),
+    return m.put(b.main_mem_out_address, (np.float32(1) / (np.float32(1) + exact_f32(np.exp, -x))).astype(np.float32),
                  "main_mem_out_address")
 
 
@@ -470,7 +472,6 @@ def run_one(model, x, sdk="head", arg_x_mode="per_channel", trace=None):
 
 def run_v3(model, x, layout="hwc", trace=False, sdk="head", arg_x_mode="per_channel"):
     """Outputs of a parsed kmodel v3 for x (see emc.platforms.k210.kmodel.run_kmodel for the conventions)."""
-    from .kmodel import to_device_layout
     kind, shape = input_spec(model)
     if kind == "kpu":
         xs, batched = to_device_layout(x, shape, layout)

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from ...errors import QuantizationError
-from ...quant.params import affine_params
+from ....errors import QuantizationError
+from ....quant.params import affine_params
 from .actfit import MAX_ACT_SHIFT, activation_fn, build_act_table
 from .fixedpoint import fixed_mul
 

@@ -1,5 +1,5 @@
 """kmodel v3 writer: header, output table, layer table and the layer bodies, packed through the cstruct
-definitions of structs_v3 and the KPU encoders of kpu.py (spec 2.1, 2.4, 6).
+definitions of v3.structs and the KPU encoders of chip.kpu (spec 2.1, 2.4, 6).
 
 Bodies are padded (with zero bytes, counted in body_size) to the next absolute multiple of 8; inside a
 K210_CONV body the layer argument, weights, batch-norm and activation tables start at absolute file offsets
@@ -7,11 +7,11 @@ aligned to 8, 128, 128 and 256, as nncase writes them.
 """
 import numpy as np
 
-from ...errors import KModelFormatError
-from .convplan import weight_loads
-from .ir import CODE
-from .kpu import LayerArgument, encode_bn_table, kpu_layout
-from .structs_v3 import STOCK_SDK_TYPES, struct
+from ....errors import KModelFormatError
+from ..lowering.convplan import kpu_layer_argument
+from ..lowering.ir import CODE, align
+from ..chip.kpu import encode_bn_table
+from .structs import STOCK_SDK_TYPES, struct
 
 HEADER_BYTES = 28
 CONV_BLOCK_ALIGN = {"layer": 8, "weights": 128, "bn": 128, "act": 256}
@@ -36,35 +36,6 @@ def pack(name, **fields):
 
 def shape(c, h, w):
     return struct("kpu_model_shape_t")(width=int(w), height=int(h), channels=int(c))
-
-
-def align(offset, to):
-    return -(-offset // to) * to
-
-
-# ---- KPU layers ---------------------------------------------------------------------------------------------
-def kpu_layer_argument(layer):
-    """The 12-word KPU layer argument (spec 1.2/1.3) of a K210_CONV (v3) or kpu_conv2d (v4), planned addresses."""
-    p = layer.params["conv"]
-    c_in, h, w = layer.params["in_chw"]
-    c_out, oh, ow = layer.params["out_chw"]
-    k = p.kernel_size
-    per_load, loads, para_size = weight_loads(k, c_in, c_out, p.depthwise)
-    g_in, _, row_in = kpu_layout(w)
-    g_out, _, row_out = kpu_layout(ow)
-    arg = LayerArgument(
-        depth_wise_layer=int(p.depthwise),
-        image_src_addr=layer.inputs[0].address, image_dst_addr=layer.outputs[0].address,
-        i_ch_num=c_in - 1, o_ch_num=c_out - 1, o_ch_num_coef=per_load - 1,
-        i_row_wid=w - 1, i_col_high=h - 1, o_row_wid=ow - 1, o_col_high=oh - 1,
-        kernel_type=1 if k == 3 else 0, pad_type=0, pool_type=layer.params["pool"], load_para=1,
-        dma_burst_size=15, pad_value=p.pad_value,
-        load_coor=1, load_time=loads - 1, para_size=para_size,
-        channel_switch_addr=row_in * h, row_switch_addr=row_in, coef_group=g_in, load_act=1,
-        wb_channel_switch_addr=row_out * oh, wb_row_switch_addr=row_out, wb_group=g_out,
-        shr_w=p.shr_w, shr_x=p.shr_x, arg_w=p.arg_w, arg_x=p.arg_x, arg_add=p.arg_add,
-        send_data_out=0, channel_byte_num=ow * oh - 1, dma_total_byte=ow * oh * c_out - 1)
-    return arg
 
 
 @body("K210_CONV")

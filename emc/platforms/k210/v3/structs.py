@@ -7,6 +7,8 @@ Flexible trailing arrays of kpu.h (`inputs_mem[0]`, `weights[0]`, `quant_params[
 """
 from dissect.cstruct import cstruct
 
+from ..chip.layer_types import LAYER_TYPES
+
 V3_DEFINITIONS = """
 struct kpu_kmodel_header_t {
     uint32 version;            /* 3 */
@@ -135,40 +137,6 @@ struct kpu_model_logistic_layer_argument_t {
 v3 = cstruct()
 v3.load(V3_DEFINITIONS)
 
-# kpu_model_layer_type_t: code -> (name, body struct or None). Types 3, 4, 10 and 19 have no body anywhere.
-LAYER_TYPES = {
-    0: ("INVALID", None),
-    1: ("ADD", "kpu_model_add_layer_argument_t"),
-    2: ("QUANTIZED_ADD", "kpu_model_quant_add_layer_argument_t"),
-    3: ("GLOBAL_MAX_POOL2D", None),
-    4: ("QUANTIZED_GLOBAL_MAX_POOL2D", None),
-    5: ("GLOBAL_AVERAGE_POOL2D", "kpu_model_gap2d_layer_argument_t"),
-    6: ("QUANTIZED_GLOBAL_AVERAGE_POOL2D", "kpu_model_gap2d_layer_argument_t"),
-    7: ("MAX_POOL2D", "kpu_model_ave_pool2d_layer_argument_t"),
-    8: ("QUANTIZED_MAX_POOL2D", "kpu_model_quant_max_pool2d_layer_argument_t"),
-    9: ("AVERAGE_POOL2D", "kpu_model_ave_pool2d_layer_argument_t"),
-    10: ("QUANTIZED_AVERAGE_POOL2D", None),
-    11: ("QUANTIZE", "kpu_model_quantize_layer_argument_t"),
-    12: ("DEQUANTIZE", "kpu_model_dequantize_layer_argument_t"),
-    13: ("REQUANTIZE", "kpu_model_requantize_layer_argument_t"),
-    14: ("L2_NORMALIZATION", "kpu_model_l2_norm_layer_argument_t"),
-    15: ("SOFTMAX", "kpu_model_softmax_layer_argument_t"),
-    16: ("CONCAT", "kpu_model_concat_layer_argument_t"),
-    17: ("QUANTIZED_CONCAT", "kpu_model_concat_layer_argument_t"),
-    18: ("FULLY_CONNECTED", "kpu_model_fully_connected_layer_argument_t"),
-    19: ("QUANTIZED_FULLY_CONNECTED", None),
-    20: ("TENSORFLOW_FLATTEN", "kpu_model_tf_flatten_layer_argument_t"),
-    21: ("QUANTIZED_TENSORFLOW_FLATTEN", "kpu_model_tf_flatten_layer_argument_t"),
-    22: ("RESIZE_NEAREST_NEIGHBOR", "kpu_model_resize_nearest_neighbor_layer_argument_t"),
-    23: ("QUANTIZED_RESIZE_NEAREST_NEIGHBOR", "kpu_model_quant_resize_nearest_neighbor_layer_argument_t"),
-    24: ("CHANNELWISE_DEQUANTIZE", "kpu_model_channelwise_dequant_argument_t"),
-    25: ("LOGISTIC", "kpu_model_logistic_layer_argument_t"),
-    10240: ("K210_CONV", "kpu_model_conv_layer_argument_t"),
-    10241: ("K210_ADD_PADDING", "kpu_model_add_padding_layer_argument_t"),
-    10242: ("K210_REMOVE_PADDING", "kpu_model_remove_padding_layer_argument_t"),
-    10243: ("K210_UPLOAD", "kpu_model_upload_layer_argument_t"),
-}
-TYPE_CODES = {name: code for code, (name, _) in LAYER_TYPES.items()}
 KPU_TYPES = {10240}
 FLOAT_ACTIVATIONS = {0: "linear", 1: "relu", 2: "relu6"}        # kpu_model_activation_t
 

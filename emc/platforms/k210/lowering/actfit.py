@@ -5,10 +5,10 @@ output code: segment i is the highest with v > x_start[i]; out = clamp(RS((v - x
 """
 import numpy as np
 
-from ...errors import QuantizationError
-from ...layers.activations import ACTIVATIONS
+from ....errors import QuantizationError
+from ....layers.activations import ACTIVATIONS
 from .fixedpoint import fixed_mul
-from .kpu import ActTable as KpuActTable
+from ..chip.kpu import ActTable as KpuActTable
 
 SEGMENTS = 16
 SEG0_X = -(1 << 35)                 # segment 0 starts at the lowest 36-bit value in every real file

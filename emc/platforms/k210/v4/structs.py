@@ -1,7 +1,7 @@
 """kmodel v4 structures (nncase v0.2.0-beta4 runtime), field for field, as dissect.cstruct definitions.
 
 Variable-length parts of a node body (weights, bias, concat inputs, nnil code, the KPU blocks) follow the fixed
-part named here; reader_v4's TAIL_PARSERS read them. All integers are little-endian; no struct has holes.
+part named here; v4.reader's TAIL_PARSERS read them. All integers are little-endian; no struct has holes.
 """
 from dissect.cstruct import cstruct
 
@@ -150,39 +150,6 @@ struct kpu_conv2d_options {
 
 v4 = cstruct()
 v4.load(V4_DEFINITIONS)
-
-# runtime_op.def of nncase v0.2.0-beta4: opcode -> (name, body struct, unit)
-OPCODES = {
-    0x00: ("binary", "binary_options", "CPU"),
-    0x01: ("concat", "concat_options", "CPU"),
-    0x02: ("conv2d", "conv2d_options", "CPU"),
-    0x03: ("dequantize", "dequantize_options", "CPU"),
-    0x04: ("matmul", "matmul_options", "CPU"),
-    0x05: ("pad", "pad_options", "CPU"),
-    0x06: ("quantize", "quantize_options", "CPU"),
-    0x07: ("reduce", "reduce_options", "CPU"),
-    0x08: ("reduce_window2d", "reduce_window2d_options", "CPU"),
-    0x09: ("memory_copy", "memory_copy_options", "CPU"),
-    0x0A: ("resize_image", "resize_image_options", "CPU"),
-    0x0B: ("softmax", "softmax_options", "CPU"),
-    0x0C: ("transpose", "transpose_options", "CPU"),
-    0x0D: ("strided_slice", "strided_slice_options", "CPU"),
-    0x0E: ("unary", "unary_options", "CPU"),
-    0x0F: ("quantized_conv2d", "quantized_conv2d_options", "CPU"),
-    0x10: ("quantized_matmul", "quantized_matmul_options", "CPU"),
-    0x11: ("quantized_binary", "quantized_binary_options", "CPU"),
-    0x12: ("table_lookup1d", "table_lookup1d_options", "CPU"),
-    0x13: ("conv2d_transpose", "conv2d_transpose_options", "CPU"),
-    0x14: ("nnil_unary_method", "nnil_unary_method_options", "CPU"),
-    0x1001: ("cpu_conv2d", "cpu_conv2d_options", "CPU"),
-    0x1002: ("cpu_depthwise_conv2d", "cpu_depthwise_conv2d_options", "CPU"),
-    0x1003: ("cpu_reduce_window2d", "cpu_reduce_window2d_options", "CPU"),
-    0x1004: ("cpu_quantized_conv2d", "cpu_quantized_conv2d_options", "CPU"),
-    0x1005: ("cpu_quantized_depthwise_conv2d", "cpu_quantized_depthwise_conv2d_options", "CPU"),
-    0x2001: ("kpu_upload", "kpu_upload_options", "KPU"),
-    0x2002: ("kpu_conv2d", "kpu_conv2d_options", "KPU"),
-}
-OPCODE_BY_NAME = {name: code for code, (name, _, _) in OPCODES.items()}
 
 MEMORY_TYPES = {0: "const", 1: "main", 2: "kpu"}
 DATATYPES = {0: ("f32", 4), 1: ("u8", 1)}

@@ -2,8 +2,8 @@
 
 One small function per opcode (DESCRIBERS); nodes without one show their memory ranges and element counts.
 """
-from .kpu import ACT_TABLE_BYTES
-from .structs_v4 import BINARY_OPS, REDUCE_OPS, RESIZE_MODES, UNARY_OPS, struct
+from ..chip.kpu import ACT_TABLE_BYTES
+from .structs import BINARY_OPS, REDUCE_OPS, RESIZE_MODES, UNARY_OPS, struct
 
 RANGE = struct("memory_range")
 

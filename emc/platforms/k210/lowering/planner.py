@@ -5,8 +5,9 @@ the model outputs to the end). A layer's inputs and outputs are live at the same
 reads and writes overlapping lines. Main-memory sizes are rounded up to 8 bytes: the KPU's DMA stream-out and
 QUANTIZED_ADD work in groups of 8 bytes and write up to 7 bytes past a tensor.
 """
+from ....lifetimes import first_fit, live_ranges
 from .ir import KPU, MAIN
-from .kpu import KPU_LINES
+from ..chip.kpu import KPU_LINES
 
 K210_SRAM = 6 * 1024 * 1024         # general-purpose SRAM for the model and the main buffer
 
@@ -23,44 +24,25 @@ class MemoryPlan:
 
 def lifetimes(layers, pinned_start=(), pinned_end=()):
     """{buffer id: (buffer, first, last)} over the layer list; pinned buffers live from -1 / to the end."""
-    spans = {}
-    for layer in layers:
-        for buf in layer.outputs:
-            first, last = spans.get(id(buf), (buf, layer.index, layer.index))[1:]
-            spans[id(buf)] = (buf, min(first, layer.index), max(last, layer.index))
-        for buf in layer.inputs:
-            if id(buf) in spans:
-                b, first, last = spans[id(buf)]
-                spans[id(buf)] = (b, first, max(last, layer.index))
-            else:
-                spans[id(buf)] = (buf, -1 if buf in pinned_start else layer.index, layer.index)
-    for buf in pinned_start:
-        b, first, last = spans.get(id(buf), (buf, -1, -1))
-        spans[id(buf)] = (b, -1, last)
-    end = len(layers)
-    for buf in pinned_end:
-        b, first, last = spans.get(id(buf), (buf, end, end))
-        spans[id(buf)] = (b, first, end)
-    return spans
+    buffers = {id(buf): buf for layer in layers for buf in list(layer.outputs) + list(layer.inputs)}
+    buffers.update((id(buf), buf) for buf in list(pinned_start) + list(pinned_end))
+    steps = [([id(b) for b in layer.inputs], [id(b) for b in layer.outputs]) for layer in layers]
+    spans = live_ranges(steps, [id(b) for b in pinned_start], [id(b) for b in pinned_end])
+    return {key: (buffers[key], first, last) for key, (first, last) in spans.items()}
 
 
 def _first_fit(items, limit=None):
-    """Assign the lowest free address to each (buffer, first, last), in order of first use."""
-    placed = []
+    """Assign the lowest free address to each (buffer, first, last), in order of first use; with a limit, also
+    [(buffer, first, units held by the buffers placed before it and alive with it)] for each one past the limit."""
+    ordered = sorted(items, key=lambda t: (t[1], t[2]))
+    offsets = first_fit([(id(b), b.alloc_size, f, l) for b, f, l in ordered], order=lambda t: (t[2], t[3]))
     failures = []
-    for buf, first, last in sorted(items, key=lambda t: (t[1], t[2])):
-        size = buf.alloc_size
-        busy = sorted((b.address, b.address + b.alloc_size) for b, f, l in placed if f <= last and first <= l)
-        address = 0
-        for start, stop in busy:
-            if address + size <= start:
-                break
-            address = max(address, stop)
-        buf.address = address
-        placed.append((buf, first, last))
-        if limit is not None and address + size > limit:
-            failures.append((buf, first, sum(stop - start for start, stop in busy)))
-    return placed, failures
+    for n, (buf, first, last) in enumerate(ordered):
+        buf.address = offsets[id(buf)]
+        if limit is not None and buf.address + buf.alloc_size > limit:
+            held = sum(b.alloc_size for b, f, l in ordered[:n] if f <= last and first <= l)
+            failures.append((buf, first, held))
+    return ordered, failures
 
 
 def plan_memory(layers, input_buffers=(), output_buffers=()):

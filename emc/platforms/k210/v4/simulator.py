@@ -1,18 +1,20 @@
-"""Runs a kmodel v4 as nncase v0.2's runtime does: input 0 in, nodes in file order (one function per opcode,
-cpu_ops_v4 for the CPU ones, the two KPU ones here on kpu.py), every output out.
+"""Runs a kmodel v4 as nncase v0.2's runtime does: input 0 in, nodes in file order (one function per opcode:
+the CPU ones in ops_tensor / ops_math / ops_conv, the two KPU ones here on chip/kpu.py), every output out.
 """
 import logging
 
 import numpy as np
 
-from ...errors import EmcError, KModelFormatError
-from .cpu_ops_v4 import EXECUTORS, executes, prod
-from .kmodel import to_device_layout
-from .kpu import kpu_conv, kpu_download, kpu_rows, kpu_upload
-from .reader_v4 import KModelV4
-from .structs_v4 import KPU_RAM_BYTES
+from ....errors import EmcError, KModelFormatError
+from . import ops_conv, ops_math, ops_tensor
+from .ops_common import EXECUTORS, executes, prod
+from ..chip.device_input import to_device_layout
+from ..chip.kpu import kpu_conv, kpu_download, kpu_rows, kpu_upload
+from .reader import KModelV4
+from .structs import KPU_RAM_BYTES
 
 log = logging.getLogger(__name__)
+OP_MODULES = (ops_tensor, ops_math, ops_conv)      # importing them fills EXECUTORS
 MAX_WORK = 1 << 31            # element operations one node may ask for before we refuse (fuzzed files)
 
 

@@ -5,9 +5,10 @@ the offset and the field, and nothing is allocated beyond what the file's own by
 """
 import numpy as np
 
-from ...errors import KModelFormatError
-from .kpu import ACT_TABLE_BYTES, LAYER_ARG_BYTES, ActTable, LayerArgument, decode_bn_table
-from .structs_v3 import FLOAT_ACTIVATIONS, KPU_TYPES, LAYER_TYPES, body_struct, struct
+from ....errors import KModelFormatError
+from ..chip.kpu import ACT_TABLE_BYTES, LAYER_ARG_BYTES, ActTable, LayerArgument, decode_bn_table
+from ..chip.layer_types import LAYER_TYPES
+from .structs import FLOAT_ACTIVATIONS, KPU_TYPES, body_struct, struct
 
 HEADER = struct("kpu_kmodel_header_t")
 OUTPUT = struct("kpu_model_output_t")
@@ -284,7 +285,7 @@ class KModelV3:
                 "weight bytes": sum(r["weights"] for r in rows)}
 
     def __str__(self):
-        from ...report import Report
+        from ....report import Report
         h = self.header
         rows = self.summary()
         report = Report(f"kmodel v3: {len(self.layers)} layers, {'8' if h.flags & 1 else '16'}-bit weights, "

@@ -5,7 +5,7 @@ import functools
 
 import numpy as np
 
-from ...errors import KModelFormatError
+from ....errors import KModelFormatError
 
 KPU_RAM_BYTES = 2 * 1024 * 1024
 KPU_LINES = KPU_RAM_BYTES // 64

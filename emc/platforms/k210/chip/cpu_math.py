@@ -42,3 +42,9 @@ def carry_shift(v, shift):
     t = v >> (shift - 1)
     odd = (t & 1) == 1
     return np.where(odd, np.where(v >= 0, (t >> 1) + 1, (t >> 1) - 1), t >> 1)
+
+
+def exact_f32(fn, x):
+    """A transcendental function of float32 values rounded from float64 (what a correctly rounded libm gives)."""
+    with np.errstate(all="ignore"):
+        return fn(np.asarray(x, np.float64)).astype(np.float32)

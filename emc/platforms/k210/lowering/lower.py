@@ -1,4 +1,5 @@
-"""Lowering: walk the optimized graph in order and emit kmodel v3 layers through the op table (table.py).
+"""Lowering: walk the optimized graph in order and emit kmodel v3 layers through the op table (table.py and
+its handlers_* rows).
 
 Every graph tensor becomes a Value whose buffers (a map in KPU RAM, uint8 or float32 in main memory) are made
 on demand: asking for a form a value lacks inserts the upload / quantize / dequantize / DMA stream-out that
@@ -8,52 +9,17 @@ import logging
 
 import numpy as np
 
-from ...errors import QuantizationError
-from ...graph import preact_name
+from ....errors import QuantizationError
+from ....graph import preact_name
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
 from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
                        sole_consumer)
-from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer, V4Layer
+from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer, V4Layer, Value
 from .quantize import KpuConvParams, Quant
+from .table import TABLE
 
 log = logging.getLogger(__name__)
 DMA_MAX_PIXELS = 1 << 16          # 16-bit channel_byte_num of the KPU's DMA stream-out
-
-
-class Value:
-    """A graph tensor on the device: its buffers by form ('kpu', 'u8', 'f32') and how to read them.
-
-    order None: the bytes are the tensor in device order (maps CHW, vectors as they are); order (h, w, c): the
-    bytes are the CHW map of that shape while the graph tensor is its row-major (HWC) flattening.
-    """
-
-    def __init__(self, name, shape, quant=None, order=None, forms=None):
-        self.name = name
-        self.shape = tuple(shape)
-        self.quant = quant
-        self.order = order
-        self.forms = {} if forms is None else forms
-        self.conv = None           # the K210_CONV layer that wrote forms['kpu'] (it can also stream to main)
-        self.raw = None            # full-size KPU map of a stride-2 depthwise, awaiting pool 5 in its consumer
-        self.affine = None         # model input only: per-channel (scale, offset), real = pixel * scale + offset
-
-    @property
-    def chw(self):
-        """Device (C, H, W) of the bytes: a map, or a vector as a 1x1 map."""
-        if isinstance(self.order, tuple):
-            h, w, c = self.order
-            return (c, h, w)
-        if len(self.shape) == 3 and self.order is None:
-            h, w, c = self.shape
-            return (c, h, w)
-        return (int(np.prod(self.shape)), 1, 1)
-
-    @property
-    def count(self):
-        return int(np.prod(self.shape))
-
-    def __repr__(self):
-        return f"<Value {self.name} {self.shape} forms={sorted(self.forms)}>"
 
 
 class Lowering:
@@ -84,7 +50,6 @@ class Lowering:
 
     # ---- driver -------------------------------------------------------------------------------------------
     def run(self):
-        from .table import TABLE
         graph = self.graph
         if len(graph.inputs) != 1:
             self.problems.append(f"the model has {len(graph.inputs)} inputs; a K210 kmodel takes one input "

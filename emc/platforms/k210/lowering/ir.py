@@ -1,9 +1,8 @@
 """The device-level model the lowering builds: buffers in KPU RAM or main memory, kmodel v3 layers and v4 nodes."""
 import numpy as np
 
-from .kpu import kpu_rows
-from .structs_v3 import LAYER_TYPES, TYPE_CODES
-from .structs_v4 import OPCODE_BY_NAME, OPCODES
+from ..chip.kpu import kpu_rows
+from ..chip.layer_types import LAYER_TYPES, OPCODE_BY_NAME, OPCODES, TYPE_CODES
 
 KPU, MAIN = "kpu", "main"
 U8, F32 = "u8", "f32"
@@ -12,6 +11,10 @@ ITEM_BYTES = {U8: 1, F32: 4}
 
 def round8(n):
     return (int(n) + 7) // 8 * 8
+
+
+def align(offset, to):
+    return -(-offset // to) * to
 
 
 class Buffer:
@@ -89,9 +92,9 @@ class Layer:
 
 
 class V4Layer(Layer):
-    """One kmodel v4 node (an nncase v0.2 runtime op, named as in structs_v4.OPCODES) with the same interface:
+    """One kmodel v4 node (an nncase v0.2 runtime op, named as in chip.layer_types.OPCODES) with the same interface:
     the lowering emits these for what only v4 has (float CPU convolutions, binary ops, transposes, slices);
-    writer_v4 rewrites the v3 layers into the rest."""
+    v4.writer rewrites the v3 layers into the rest."""
 
     CODES = OPCODES
 
@@ -111,3 +114,39 @@ class V4Layer(Layer):
 
 
 CODE = TYPE_CODES
+
+
+class Value:
+    """A graph tensor on the device: its buffers by form ('kpu', 'u8', 'f32') and how to read them.
+
+    order None: the bytes are the tensor in device order (maps CHW, vectors as they are); order (h, w, c): the
+    bytes are the CHW map of that shape while the graph tensor is its row-major (HWC) flattening.
+    """
+
+    def __init__(self, name, shape, quant=None, order=None, forms=None):
+        self.name = name
+        self.shape = tuple(shape)
+        self.quant = quant
+        self.order = order
+        self.forms = {} if forms is None else forms
+        self.conv = None           # the K210_CONV layer that wrote forms['kpu'] (it can also stream to main)
+        self.raw = None            # full-size KPU map of a stride-2 depthwise, awaiting pool 5 in its consumer
+        self.affine = None         # model input only: per-channel (scale, offset), real = pixel * scale + offset
+
+    @property
+    def chw(self):
+        """Device (C, H, W) of the bytes: a map, or a vector as a 1x1 map."""
+        if isinstance(self.order, tuple):
+            h, w, c = self.order
+            return (c, h, w)
+        if len(self.shape) == 3 and self.order is None:
+            h, w, c = self.shape
+            return (c, h, w)
+        return (int(np.prod(self.shape)), 1, 1)
+
+    @property
+    def count(self):
+        return int(np.prod(self.shape))
+
+    def __repr__(self):
+        return f"<Value {self.name} {self.shape} forms={sorted(self.forms)}>"

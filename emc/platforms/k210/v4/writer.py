@@ -1,4 +1,4 @@
-"""kmodel v4 writer: the lowered layers become nncase v0.2 runtime nodes, packed through structs_v4 (spec 3).
+"""kmodel v4 writer: the lowered layers become nncase v0.2 runtime nodes, packed through v4.structs (spec 3).
 
 to_v4(layers) rewrites every kmodel v3 layer of the lowering as one or more V4Layer nodes (table REWRITES; the
 lowering's own V4Layer nodes pass through) before memory planning, since some rewrites need scratch buffers.
@@ -10,12 +10,13 @@ import math
 
 import numpy as np
 
-from ...errors import KModelFormatError
-from .. import registrar
-from .ir import F32, KPU, MAIN, U8, Buffer, V4Layer
-from .kpu import encode_bn_table
-from .structs_v4 import MODEL_IDENTIFIER, MODEL_VERSION, OPCODE_BY_NAME, struct
-from .writer_v3 import align, kpu_layer_argument
+from ....errors import KModelFormatError
+from ... import registrar
+from ..lowering.convplan import kpu_layer_argument
+from ..lowering.ir import F32, KPU, MAIN, U8, Buffer, V4Layer, align
+from ..chip.kpu import encode_bn_table
+from ..chip.layer_types import OPCODE_BY_NAME
+from .structs import MODEL_IDENTIFIER, MODEL_VERSION, struct
 
 DATATYPE = {F32: 0, U8: 1}
 FLOAT_MAX = float(np.finfo(np.float32).max)
@@ -220,7 +221,7 @@ def pack(name, **fields):
 
 
 def make(name, **fields):
-    """A structs_v4 value, for the nested fields of a body."""
+    """A v4.structs value, for the nested fields of a body."""
     return struct(name)(**fields)
 
 

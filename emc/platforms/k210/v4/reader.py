@@ -5,11 +5,12 @@ naming the offset and the field, and nothing is allocated beyond what the file's
 """
 import numpy as np
 
-from ...errors import KModelFormatError
-from .describe_v4 import DESCRIBERS, describe_io
-from .kpu import ACT_TABLE_BYTES, ActTable, LayerArgument, decode_bn_table, encode_bn_table, kpu_rows
-from .structs_v4 import BINARY_OPS, DATATYPES, K210_SRAM, KPU_RAM_BYTES, MEMORY_TYPES, MODEL_IDENTIFIER, \
-    MODEL_VERSION, NNIL_OPS, NNIL_STACK, OPCODES, REDUCE_OPS, RESIZE_MODES, TARGETS, UNARY_OPS, struct
+from ....errors import KModelFormatError
+from ..chip.layer_types import OPCODES
+from ..chip.kpu import ACT_TABLE_BYTES, ActTable, LayerArgument, decode_bn_table, encode_bn_table, kpu_rows
+from .structs import BINARY_OPS, DATATYPES, K210_SRAM, KPU_RAM_BYTES, MEMORY_TYPES, MODEL_IDENTIFIER, \
+    MODEL_VERSION, NNIL_OPS, NNIL_STACK, REDUCE_OPS, RESIZE_MODES, TARGETS, UNARY_OPS, struct
+from .describe import DESCRIBERS, describe_io
 
 HEADER = struct("model_header")
 RANGE = struct("memory_range")
@@ -239,7 +240,7 @@ class KModelV4:
                 "weight bytes": sum(r["weights"] for r in rows)}
 
     def __str__(self):
-        from ...report import Report
+        from ....report import Report
         h = self.header
         rows = self.summary()
         notes = []

@@ -1,0 +1,233 @@
+"""Lowering rows for convolutions, batch-norm / rescale and dense layers: K210_CONV on the KPU, kmodel v4's float
+conv2d on the CPU for what the KPU cannot run, FULLY_CONNECTED for dense layers on vectors.
+"""
+import math
+
+import numpy as np
+
+from ... import registrar
+from ....layers import LINEAR
+from ..chip.kpu import POOL_FACTOR
+from .convplan import unshift
+from .handlers_pointwise import float_activation, softmax
+from .ir import F32, KPU, MAIN, U8, Value
+from .quantize import Quant, kpu_conv_params
+
+FC_ACTS = {"linear": 0, "relu": 1, "relu6": 2}
+
+HANDLERS = {}
+lowers = registrar(HANDLERS)
+
+
+# ---- KPU convolutions ----------------------------------------------------------------------------------------
+@lowers("conv2d", "depthwise_conv2d")
+def convolution(ctx, node):
+    plan = ctx.plans.get(node.name)
+    if plan is None:
+        ctx.problem(node, "not a convolution the KPU can run")
+        return
+    kpu_or_cpu_conv(ctx, node, plan)
+
+
+def kpu_or_cpu_conv(ctx, node, plan):
+    """The plan's KPU conv; with kmodel v4, a convolution on a map that the KPU cannot run (5x5, dilated, over
+    1024 channels, maps under 4x4...) becomes a float conv2d on the CPU instead of a problem."""
+    if plan.problems and ctx.version == 4 and len(ctx.graph[node.inputs[0]].shape) == 3:
+        ctx.notes.append(f"'{node.name}' runs on the CPU in float32 (kmodel v4 conv2d): {'; '.join(plan.problems)}")
+        cpu_conv(ctx, node, plan)
+        return
+    kpu_conv(ctx, node, plan)
+
+
+def cpu_conv(ctx, node, plan):
+    """kmodel v4 only: nncase's float conv2d on the CPU, on the dequantized CHW map; relu / relu6 clamp inside,
+    other activations follow."""
+    src = ctx.values[node.inputs[0]]
+    if src.order is not None:
+        ctx.problem(node, "a CPU convolution takes a map stored CHW, not the float input vector; give the model "
+                          "an image input")
+        return
+    kernel = np.asarray(plan.kernel, np.float32)
+    kh, kw, c_in = kernel.shape[:3]
+    if plan.depthwise:
+        weights = kernel.reshape(kh, kw, -1).transpose(2, 0, 1)[:, None]       # (C * mult, 1, kh, kw)
+        groups = c_in
+    else:
+        weights = kernel.transpose(3, 2, 0, 1)                                   # (O, I, kh, kw)
+        groups = 1
+    c_out = weights.shape[0]
+    bias = np.zeros(c_out, np.float32) if plan.bias is None else np.asarray(plan.bias, np.float32)
+    act = plan.activation
+    top, bottom, left, right = plan.pads
+    oh, ow = node.shape[:2]
+    out = ctx.buffer(node.name, MAIN, F32, (c_out, oh, ow))
+    ctx.emit_v4("conv2d", node.name, [ctx.need(src, F32)], [out], macs=oh * ow * c_out * kh * kw * c_in // groups,
+                weight_bytes=4 * (weights.size + c_out), weights=np.ascontiguousarray(weights), bias=bias,
+                in_chw=src.chw, groups=groups, kernel=(kh, kw), strides=plan.strides,
+                dilation=node.op.attrs.get("dilation", (1, 1)),
+                pads=((top, bottom), (left, right)), clamp=CONV_CLAMPS.get(act.name, CONV_CLAMPS["linear"]))
+    if act.name in CONV_CLAMPS:
+        ctx.set_value(node.name, node.shape, F32, out, ctx.quant_of(node.name))
+        return
+    pre = Value(node.name + ":preact", node.shape, Quant.from_range(*ctx.pre_range(node.name, act)))
+    pre.forms[F32] = out
+    float_activation(ctx, node, pre, act)
+
+
+CONV_CLAMPS = {"linear": (-math.inf, math.inf), "relu": (0.0, math.inf), "relu6": (0.0, 6.0)}
+
+
+@lowers("batch_norm", "rescale")
+def channel_affine(ctx, node):
+    """Per-channel scale + offset of a map = a depthwise 1x1 KPU conv."""
+    plan = ctx.plans.get(node.name)
+    if plan is None:
+        ctx.problem(node, "a stand-alone per-channel affine on a vector has no K210 layer; fold it into the "
+                          "dense layer before it")
+        return
+    kpu_or_cpu_conv(ctx, node, plan)
+
+
+@lowers("dense")
+def dense(ctx, node):
+    plan = ctx.plans.get(node.name)
+    if plan is not None:                       # dense on a map: a 1x1 KPU conv
+        kpu_or_cpu_conv(ctx, node, plan)
+    else:
+        fully_connected(ctx, node)
+
+
+def kpu_conv(ctx, node, plan):
+    """One K210_CONV (plus the padding / selection layers its plan asks for)."""
+    if plan.problems:
+        for text in plan.problems:
+            ctx.problem(node, text)
+        return
+    src = ctx.values[node.inputs[0]]
+    kernel, bias = plan.kernel, plan.bias
+    if node.op.kind == "dense" and src.order not in (None, "hwc"):
+        kernel = kernel[:, :, chw_rows(src.order)]
+    if src.affine is not None:
+        kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine)
+    else:
+        if src.quant is None:
+            src.quant = ctx.quant_of(src.name)
+        in_q = src.quant
+    if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0:
+        unshift(plan)              # v3's CPU padding writes code 0 only: select from the full-size map instead
+    c_in = kernel.shape[2]
+    if plan.padded:
+        x = ctx.buffer(node.name + ":pad4", KPU, U8, (c_in, 4, 4), in_q)
+        ctx.emit("K210_ADD_PADDING", node.name, [ctx.need(src, U8)], [x], channels=c_in)
+        in_chw = (c_in, 4, 4)
+    elif plan.inherit:
+        x, in_chw = src.raw, src.raw.chw
+    elif any(plan.prepad):
+        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q)
+        if x is None:
+            return
+    else:
+        x, in_chw = ctx.need(src, KPU), src.chw
+    act = plan.activation
+    pre_range = ctx.pre_range(node.name, act)
+    if act.name == "softmax":                      # the KPU computes the logits, SOFTMAX runs on the CPU
+        act, out_q = LINEAR, Quant.from_range(*pre_range)
+    else:
+        out_q = ctx.quant_of(node.name)
+    params = kpu_conv_params(kernel, bias, plan.depthwise, in_q, pre_range, out_q, act)
+    ctx.act_errors.append((node.name, repr(act), params.act.method, params.act.max_error))
+    c_out, factor = params.c_out, POOL_FACTOR[plan.pool]
+    out_chw = (c_out, in_chw[1] // factor, in_chw[2] // factor)
+    out = ctx.buffer(node.name, KPU, U8, out_chw, out_q)
+    k = params.kernel_size
+    pixels = 1 if plan.padded else in_chw[1] * in_chw[2]     # a padded 1x1 map: only one pixel is real work
+    macs = pixels * k * k * c_out * (1 if plan.depthwise else c_in)
+    layer = ctx.emit("K210_CONV", node.name, [x], [out], macs=macs,
+                     weight_bytes=params.weights.size + 8 * c_out + 144,
+                     conv=params, pool=plan.pool, in_chw=in_chw, out_chw=out_chw)
+    name = plan.fused or node.name
+    shape = ctx.graph[name].shape
+    if plan.padded:
+        flat = ctx.buffer(name + ":unpad", MAIN, U8, (c_out,), out_q)
+        ctx.emit("K210_REMOVE_PADDING", name, [ctx.stream_out(layer)], [flat], channels=c_out)
+        ctx.set_value(name, shape, U8, flat, out_q)
+    elif plan.select:
+        picked = ctx.select(name, ctx.stream_out(layer), out_chw, plan.select, out_q)
+        ctx.set_value(name, shape, U8, picked, out_q)
+    elif plan.defer:
+        v = Value(name, shape, out_q)
+        v.raw, v.conv = out, layer
+        ctx.values[name] = v
+    else:
+        ctx.set_value(name, shape, KPU, out, out_q, conv=layer)
+    if plan.activation.name == "softmax":
+        softmax(ctx, node, ctx.values.pop(name))
+
+
+def prepadded(ctx, node, src, pads, in_q):
+    """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
+    quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0."""
+    if ctx.version == 3 and in_q.zero_point != 0:
+        ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
+                          f"point {in_q.zero_point}; pad a non-negative tensor (after a relu), use padding='same' "
+                          f"or kmodel v4")
+        return None, None
+    u8 = ctx.pad_map(node.name + ":pad", ctx.need(src, U8), src.chw, pads, in_q.zero_point, in_q)
+    return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
+
+
+def fold_input_transform(ctx, node, kernel, bias, plan, affine):
+    """First conv on the camera image: fold the per-channel pixel -> float mapping into kernel and bias.
+
+    The KPU then sees raw pixels with an integer zero point; a fractional zero point (e.g. 127.5 for
+    img_neg1_1) is corrected in the bias (exact inside the map, half a pixel step off on padded borders).
+    """
+    scale, offset = (np.asarray(a, np.float64) for a in affine)
+    zp_c = -offset / scale
+    zp = int(np.clip(round(float(np.mean(zp_c))), 0, 255))
+    kernel = np.asarray(kernel, np.float64) * scale.reshape(1, 1, -1, 1)
+    corr = zp - zp_c
+    bias = np.zeros(kernel.shape[2] if plan.depthwise else kernel.shape[3]) if bias is None \
+        else np.asarray(bias, np.float64).copy()
+    if plan.depthwise:
+        bias += kernel[:, :, :, 0].sum(axis=(0, 1)) * corr
+    else:
+        bias += np.einsum("hwio,i->o", kernel, corr)
+    if np.any(np.abs(corr) > 1e-6) and plan.k == 3:
+        ctx.notes.append(f"'{node.name}': the input zero point {float(np.mean(zp_c)):g} is not an integer pixel "
+                         f"value; border pixels of this 3x3 conv see padding half a pixel step off")
+    return kernel, bias, Quant(1.0, zp)
+
+
+# ---- dense (float, CPU) ---------------------------------------------------------------------------------------
+def fully_connected(ctx, node):
+    """FULLY_CONNECTED on float32; a preceding flatten is folded by permuting the weight rows to CHW order."""
+    op = node.op
+    src = ctx.values[node.inputs[0]]
+    if len(ctx.graph[node.inputs[0]].shape) != 1:
+        ctx.problem(node, f"dense on a {ctx.graph[node.inputs[0]].shape} tensor; the K210 takes dense layers "
+                          f"on vectors and on (H, W, C) maps; flatten first")
+        return
+    kernel = np.asarray(op.kernel, np.float32)
+    if src.order not in (None, "hwc"):
+        kernel = kernel[chw_rows(src.order)]
+    x = ctx.need(src, F32)
+    n_in, n_out = kernel.shape
+    bias = np.zeros(n_out, np.float32) if op.bias is None else np.asarray(op.bias, np.float32)
+    act = op.activation
+    out = ctx.buffer(node.name, MAIN, F32, (n_out,))
+    ctx.emit("FULLY_CONNECTED", node.name, [x], [out], macs=n_in * n_out, weight_bytes=4 * (n_in * n_out + n_out),
+             weights=np.ascontiguousarray(kernel.T), bias=bias, act=FC_ACTS.get(act.name, 0))
+    if act.name in FC_ACTS:
+        ctx.set_value(node.name, node.shape, F32, out)
+        return
+    pre = Value(node.name + ":preact", node.shape, Quant.from_range(*ctx.pre_range(node.name, act)))
+    pre.forms[F32] = out
+    float_activation(ctx, node, pre, act)
+
+
+def chw_rows(order):
+    """Row permutation of a dense kernel whose input is the flattened (h, w, c) map stored in CHW order."""
+    h, w, c = order
+    cc, yy, xx = np.meshgrid(np.arange(c), np.arange(h), np.arange(w), indexing="ij")
+    return ((yy * w + xx) * c + cc).reshape(-1)

@@ -127,7 +127,8 @@ def test_zoo_covers_the_required_architectures():
               "LeakyReLU", "PReLU", "ELU", "Softmax", "Activation", "MaxPooling2D", "AveragePooling2D",
               "GlobalMaxPooling2D", "GlobalAveragePooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D",
               "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-              "Dropout", "Rescaling", "Normalization"}
+              "Dropout", "Rescaling", "Normalization", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
+              "GlobalAveragePooling1D"}
     assert wanted <= classes, wanted - classes
     assert wanted <= set(SUPPORTED_KERAS_LAYERS) and SUPPORTED_KERAS_LAYERS == sorted(SUPPORTED_KERAS_LAYERS)
 

@@ -272,6 +272,23 @@ def conv1d():
     return keras.Model(inp, k.Dense(4)(k.Flatten()(x)), name="conv1d")
 
 
+@zoo("kws_conv1d_pools", False)
+def kws_conv1d_pools():
+    """A keyword-spotting / sensor style Conv1D net: every 1-D pooling layer, 'same' and 'valid'."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(22)
+    inp = keras.Input((49, 10))
+    x = k.Conv1D(16, 3, padding="same", activation="relu")(inp)
+    x = k.MaxPooling1D(2)(x)
+    x = k.Conv1D(16, 3, padding="same", activation="relu")(x)
+    x = k.AveragePooling1D(3, strides=2, padding="same")(x)
+    x = k.Conv1D(12, 3, activation="relu")(x)
+    y = k.MaxPooling1D(3, strides=1, padding="same")(x)
+    pooled = k.Concatenate()([k.GlobalAveragePooling1D()(x), k.GlobalMaxPooling1D()(y)])
+    return keras.Model(inp, k.Dense(6)(pooled), name="kws_conv1d_pools")
+
+
 @zoo("mlp_iris", True)
 def mlp_iris():
     """A top-level Sequential model (the rest of the zoo is functional)."""

@@ -241,6 +241,43 @@ handler("GlobalMaxPooling2D", "GlobalMaxPool2D")(_global_pool("max"))
 handler("GlobalAveragePooling2D", "GlobalAvgPool2D")(_global_pool("avg"))
 
 
+def _as_2d(spec, inputs, graph):
+    """A (L, C) tensor viewed as a (1, L, C) image, so 1-D layers run on the 2-D ops and kernels."""
+    length, channels = graph[inputs[0]].shape
+    return graph.add(L.Reshape((1, length, channels)), inputs, spec.name + "/as2d"), length
+
+
+def _pool1d(mode):
+    def build(spec, inputs, graph):
+        """MaxPooling1D / AveragePooling1D over (L, C): a 1 x k Pool2D over the (1, L, C) view."""
+        config = spec.config
+        size = _pair(config["pool_size"])[0]
+        stride = _pair(config["strides"])[0] if config.get("strides") is not None else size
+        view, length = _as_2d(spec, inputs, graph)
+        pads = (0, 0) + _spatial_pads(config, (length, length), (size, size), (stride, stride), (1, 1))[:2]
+        pool = graph.add(L.Pool2D(mode, (1, size), (1, stride), pads), [view], spec.name + "/pool2d")
+        out = graph[pool].shape
+        return graph.add(L.Reshape((out[1], out[2])), [pool], spec.name)
+    return build
+
+
+def _global_pool1d(mode):
+    def build(spec, inputs, graph):
+        """GlobalMax/AveragePooling1D over (L, C): GlobalPool2D of the (1, L, C) view; keepdims gives (1, C)."""
+        view, _ = _as_2d(spec, inputs, graph)
+        if not spec.config.get("keepdims", False):
+            return graph.add(L.GlobalPool2D(mode), [view], spec.name)
+        pooled = graph.add(L.GlobalPool2D(mode), [view], spec.name + "/pool2d")
+        return graph.add(L.Reshape((1, graph[pooled].shape[0])), [pooled], spec.name)
+    return build
+
+
+handler("MaxPooling1D", "MaxPool1D")(_pool1d("max"))
+handler("AveragePooling1D", "AvgPool1D")(_pool1d("avg"))
+handler("GlobalMaxPooling1D", "GlobalMaxPool1D")(_global_pool1d("max"))
+handler("GlobalAveragePooling1D", "GlobalAvgPool1D")(_global_pool1d("avg"))
+
+
 def _two_sided(value):
     """Keras' int / (h, w) / ((top, bottom), (left, right)) -> (top, bottom, left, right)."""
     (top, bottom), (left, right) = [_pair(v) for v in _pair(value)]

@@ -289,6 +289,23 @@ def kws_conv1d_pools():
     return keras.Model(inp, k.Dense(6)(pooled), name="kws_conv1d_pools")
 
 
+@zoo("conv_transpose_decoder", False)
+def conv_transpose_decoder():
+    """An encoder-decoder with Conv2DTranspose: 'same' and 'valid', stride below, equal to and above the kernel,
+    output_padding, and a BatchNorm after a transposed conv."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(23)
+    inp = keras.Input((12, 12, 3))
+    x = k.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = k.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
+    x = k.Activation("relu")(k.BatchNormalization()(x))
+    x = k.Conv2DTranspose(6, 4, strides=2, padding="valid", activation="relu")(x)
+    x = k.Conv2DTranspose(6, 2, strides=3, padding="valid", output_padding=1)(x)
+    x = k.Conv2DTranspose(4, 3, strides=1, padding="same", activation="tanh")(x)
+    return finish(keras.Model(inp, k.Conv2D(2, 1)(x), name="conv_transpose_decoder"))
+
+
 @zoo("mlp_iris", True)
 def mlp_iris():
     """A top-level Sequential model (the rest of the zoo is functional)."""

@@ -142,6 +142,37 @@ def conv1d(spec, inputs, graph):
     return graph.add(L.Reshape((out[1], out[2])), [conv], spec.name)
 
 
+def _transpose_crops(kernel, stride, padding, output_padding):
+    """Crop (before, after) of the full transposed-conv output for one axis, as Keras 3 pads it (negative after:
+    rows only the bias reaches). Keras: 'valid' adds max(k, s) - k (or output_padding) at the end; 'same' pads
+    the stride-dilated input by pad_len = s + k - 2 (or k + k % 2 - 2 + output_padding), min(ceil(pad_len / 2),
+    k - 1) of it first."""
+    if padding == "valid":
+        extra = max(kernel, stride) - kernel if output_padding is None else output_padding
+        return 0, -extra
+    pad_len = stride + kernel - 2 if output_padding is None else kernel + kernel % 2 - 2 + output_padding
+    first = min(pad_len // 2 + pad_len % 2, kernel - 1)
+    return kernel - 1 - first, kernel - 1 - (pad_len - first)
+
+
+@handler("Conv2DTranspose", "Convolution2DTranspose")
+def conv2d_transpose(spec, inputs, graph):
+    """Keras' kernel (kh, kw, C_out, C_in) becomes emc's (kh, kw, C_in, C_out); padding becomes crops."""
+    config = spec.config
+    if _pair(config.get("dilation_rate", 1)) != (1, 1):
+        raise UnsupportedLayerError(f"dilation_rate={config['dilation_rate']} is not supported; use 1")
+    if config.get("padding", "valid") not in ("valid", "same"):
+        raise UnsupportedLayerError(f"padding '{config['padding']}' is not supported; use 'same' or 'valid'")
+    kernel = spec.weight(0).transpose(0, 1, 3, 2)
+    strides = _pair(config["strides"])
+    extra = config.get("output_padding")
+    extra = (None, None) if extra is None else _pair(extra)
+    crops = sum((_transpose_crops(kernel.shape[i], strides[i], config.get("padding", "valid"), extra[i])
+                 for i in range(2)), ())
+    op = L.Conv2DTranspose(kernel, spec.weight(1, True), strides, crops, _act(spec))
+    return graph.add(op, inputs, spec.name)
+
+
 @handler("Dense")
 def dense(spec, inputs, graph):
     return graph.add(L.Dense(spec.weight(0), spec.weight(1, True), _act(spec)), inputs, spec.name)

@@ -203,6 +203,15 @@ def _conv(gen, i, step):
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]
 
 
+@emits("conv2d_transpose")
+def _conv_transpose(gen, i, step):
+    """The conv parameter struct; pad_top / pad_left are the crops of the full transposed output."""
+    fields = _conv_fields(step, 1)
+    fields.update(gen.arrays(i, step, ("weights", "bias", "mult", "shift", "lut")))
+    ident = gen.struct(i, "emc_conv_params", fields)
+    return [f"emc_conv2d_transpose_s8(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]
+
+
 @emits("dense")
 def _dense(gen, i, step):
     p = step.params

@@ -65,6 +65,9 @@ typedef struct {
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
 void emc_depthwise_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
+/* Transposed conv (emc_transpose.c): weights [out_c][kh][kw][in_c]; output pixel (oy, ox) is pixel
+ * (oy + pad_top, ox + pad_left) of the full (in_h - 1) * stride_h + kernel_h rows scatter; pads may be negative. */
+void emc_conv2d_transpose_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
 
 typedef struct {
     int32_t rows, in_features, out_features;

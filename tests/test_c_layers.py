@@ -43,3 +43,89 @@ def test_conv_transpose_kernel(kernel, strides, crops, act):
     w = RNG.normal(0, 0.4, (kernel, kernel, 3, 4))
     art, q = one_op(lambda: Conv2DTranspose(w, RNG.normal(0, 0.2, 4), strides, crops, Act(act)), [(4, 5, 3)])
     check_against(art, q, conv_transpose_reference)
+
+
+# ---- recurrent layers: a scalar reference of the integer scheme described in emc/platforms/c/recurrent.py ----------
+def table_value(table, q):
+    u = int(q) + 32768
+    lo, hi = int(table[u // 128]), int(table[u // 128 + 1])
+    return lo + ((hi - lo) * (u % 128) + 64) // 128
+
+
+def sat16(v):
+    return max(-32768, min(32767, int(v)))
+
+
+def rnn_reference(step, xs):
+    """One sample, Python ints, one unit at a time: gates, state update, output requantisation."""
+    p, a = step.params, step.arrays
+    units, cell = p["units"], p["cell"]
+    sig, tanh = a["sigmoid"], a["tanh"]
+    h, c, outs = [0] * units, [0] * units, []
+    for t in range(p["steps"]):
+        px, ph = [], []
+        for j in range(p["gates"] * units):
+            ax = int(a["bias_x"][j]) + sum((int(v) - p["in_zp"]) * int(w) for v, w in zip(xs[0][t], a["w_x"][j]))
+            ah = int(a["bias_h"][j]) + sum(hv * int(w) for hv, w in zip(h, a["w_h"][j]))
+            px.append(ref_requant(ax, a["mult_x"][j], a["shift_x"][j]))
+            ph.append(ref_requant(ah, a["mult_h"][j], a["shift_h"][j]))
+        new_h = []
+        for k in range(units):
+            g = [k + m * units for m in range(p["gates"])]
+            if cell == 0:
+                new_h.append(table_value(tanh, sat16(px[k] + ph[k])))
+            elif cell == 2:
+                i, f, o = (table_value(sig, sat16(px[j] + ph[j])) for j in (g[0], g[1], g[3]))
+                cand = table_value(tanh, sat16(px[g[2]] + ph[g[2]]))
+                c[k] = sat16((f * c[k] + 2**14) // 2**15 + (i * cand + 2**17) // 2**18)
+                new_h.append((o * table_value(tanh, c[k]) + 2**14) // 2**15)
+            else:
+                z, r = (table_value(sig, sat16(px[j] + ph[j])) for j in (g[0], g[1]))
+                cand = sat16(sat16(px[g[2]]) + (r * sat16(ph[g[2]]) + 2**14) // 2**15)
+                new_h.append((z * h[k] + (2**15 - z) * table_value(tanh, cand) + 2**14) // 2**15)
+        h = new_h
+        if p["return_sequences"] or t == p["steps"] - 1:
+            outs.append([sat(ref_requant(v, p["out_mult"], p["out_shift"]) + p["out_zp"]) for v in h])
+    return outs
+
+
+@pytest.mark.parametrize("kind", ["SimpleRNN", "GRU", "LSTM"])
+@pytest.mark.parametrize("sequences", [False, True])
+def test_recurrent_kernels(kind, sequences):
+    import emc.layers as L
+    gates, units, features = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}[kind], 5, 3
+    kernel, recurrent = RNG.normal(0, 0.8, (features, gates * units)), RNG.normal(0, 0.6, (units, gates * units))
+    bias = RNG.normal(0, 0.3, (2, gates * units) if kind == "GRU" else (gates * units,))
+    art, q = one_op(lambda: getattr(L, kind)(kernel, recurrent, bias, sequences), [(6, features)])
+    check_against(art, q, rnn_reference)
+
+
+def test_recurrent_activation_tables_are_the_functions():
+    from emc.platforms.c.recurrent import SIGMOID_TABLE, TANH_TABLE
+    codes = np.arange(-32768, 32768, 37)
+    x = codes / 4096.0
+    assert max(abs(table_value(SIGMOID_TABLE, q) / 32768 - 1 / (1 + np.exp(-v))) for q, v in zip(codes, x)) < 2e-4
+    assert max(abs(table_value(TANH_TABLE, q) / 32768 - np.tanh(v)) for q, v in zip(codes, x)) < 5e-4
+
+
+# ---- the zoo nets of these layers on a Cortex-M4 under qemu: the device bytes equal the simulator's ---------------
+def test_new_layer_zoo_nets_on_qemu_equal_the_simulator(tmp_path):
+    from emc.platforms.stm32 import toolchain
+    if not (toolchain.have_cross_compiler() and toolchain.have_qemu()):
+        pytest.skip("arm-none-eabi-gcc or qemu-system-arm is not installed")
+    import emc
+    from emc.calibrate import calibrate
+    from emc.passes import optimize
+    from emc.platforms import stm32
+    from zoo import KERAS_ZOO
+    arts, inputs = [], []
+    for k, name in enumerate(("recurrent_sensor", "conv_transpose_decoder", "kws_conv1d_pools")):
+        graph = optimize(emc.load_model(KERAS_ZOO[name]()))
+        data = np.random.default_rng(k).uniform(0, 1, (48,) + graph.input_shapes[0]).astype(np.float32)
+        art = stm32.convert(graph, calibrate(graph, data), name=name)
+        arts.append(art)
+        inputs.append(art.quantize_inputs(data[:2]))
+    results, _ = toolchain.run_on_qemu(arts, inputs, folder=str(tmp_path), timeout=150)
+    for art, q, outs in zip(arts, inputs, results):
+        for device, expected in zip(outs, art.simulate_int8(q)):
+            assert device.tobytes() == expected.tobytes(), f"{art.name}: qemu output differs from the simulator"

@@ -128,7 +128,7 @@ def test_zoo_covers_the_required_architectures():
               "GlobalMaxPooling2D", "GlobalAveragePooling2D", "ZeroPadding2D", "Cropping2D", "UpSampling2D",
               "Flatten", "Reshape", "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
               "Dropout", "Rescaling", "Normalization", "MaxPooling1D", "AveragePooling1D", "GlobalMaxPooling1D",
-              "GlobalAveragePooling1D", "Conv2DTranspose"}
+              "GlobalAveragePooling1D", "Conv2DTranspose", "SimpleRNN", "GRU", "LSTM"}
     assert wanted <= classes, wanted - classes
     assert wanted <= set(SUPPORTED_KERAS_LAYERS) and SUPPORTED_KERAS_LAYERS == sorted(SUPPORTED_KERAS_LAYERS)
 

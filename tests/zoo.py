@@ -306,6 +306,20 @@ def conv_transpose_decoder():
     return finish(keras.Model(inp, k.Conv2D(2, 1)(x), name="conv_transpose_decoder"))
 
 
+@zoo("recurrent_sensor", False)
+def recurrent_sensor():
+    """A sensor / keyword-spotting sequence net: LSTM and GRU returning sequences, SimpleRNN and LSTM the last step."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(24)
+    inp = keras.Input((20, 6))
+    x = k.LSTM(16, return_sequences=True, bias_initializer="random_normal")(inp)
+    x = k.GRU(12, return_sequences=True, bias_initializer="random_normal")(x)
+    a = k.SimpleRNN(8, bias_initializer="random_normal")(x)
+    b = k.LSTM(8, use_bias=False)(x)
+    return keras.Model(inp, k.Dense(4)(k.Concatenate()([a, b])), name="recurrent_sensor")
+
+
 @zoo("mlp_iris", True)
 def mlp_iris():
     """A top-level Sequential model (the rest of the zoo is functional)."""

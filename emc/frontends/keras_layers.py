@@ -394,6 +394,32 @@ def normalization(spec, inputs, graph):
     return graph.add(L.Rescale(1.0 / std, -mean / std), inputs, spec.name)
 
 
+def _recurrent(op_class, recurrent_activation):
+    def build(spec, inputs, graph):
+        """SimpleRNN / GRU / LSTM with Keras' default activations, starting from a zero state."""
+        config = spec.config
+        refused = [key for key in ("go_backwards", "stateful", "return_state") if config.get(key)]
+        if refused:
+            raise UnsupportedLayerError(f"{', '.join(f'{k}=True' for k in refused)} is not supported; emc runs "
+                                        f"one forward pass from a zero state (wrap a reversed copy for go_backwards)")
+        acts = {"activation": "tanh", "recurrent_activation": recurrent_activation}
+        for key, want in acts.items():
+            if want is not None and config.get(key, want) != want:
+                raise UnsupportedLayerError(f"{key}='{config[key]}' is not supported; the int8 kernels tabulate "
+                                            f"{key}='{want}' (Keras' default)")
+        if spec.cls == "GRU" and not config.get("reset_after", True):
+            raise UnsupportedLayerError("reset_after=False is not supported; use Keras 3's default reset_after=True")
+        bias = spec.weight(2, True) if config.get("use_bias", True) else None
+        op = op_class(spec.weight(0), spec.weight(1), bias, config.get("return_sequences", False))
+        return graph.add(op, inputs, spec.name)
+    return build
+
+
+handler("SimpleRNN")(_recurrent(L.SimpleRNN, None))
+handler("GRU")(_recurrent(L.GRU, "sigmoid"))
+handler("LSTM")(_recurrent(L.LSTM, "sigmoid"))
+
+
 SUPPORTED_KERAS_LAYERS = sorted(set(HANDLERS) | {"InputLayer"})
 
 
@@ -419,3 +445,4 @@ def raise_problems(model_name, problems):
             f"model '{model_name}' has {len(problems)} layer(s) emc cannot convert:\n  - " + "\n  - ".join(problems)
             + f"\nSupported Keras layers (emc.frontends.keras.SUPPORTED_KERAS_LAYERS): "
               f"{', '.join(SUPPORTED_KERAS_LAYERS)}")
+

@@ -14,6 +14,7 @@ from .ir import Program
 from .lower import Lowering
 from .planner import plan_memory, route_outputs
 from .table import TABLE, supported_kinds
+from . import recurrent  # noqa: F401  (registers the recurrent ops in TABLE, KERNELS and EMITTERS)
 
 log = logging.getLogger(__name__)
 PLATFORM = "c"

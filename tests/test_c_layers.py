@@ -129,3 +129,30 @@ def test_new_layer_zoo_nets_on_qemu_equal_the_simulator(tmp_path):
     for art, q, outs in zip(arts, inputs, results):
         for device, expected in zip(outs, art.simulate_int8(q)):
             assert device.tobytes() == expected.tobytes(), f"{art.name}: qemu output differs from the simulator"
+
+
+# ---- several inputs: <name>_run_buffers takes one buffer per input and per output -------------------------------------
+def test_run_buffers_takes_a_buffer_per_input_and_output():
+    import ctypes
+    import emc
+    from emc.calibrate import calibrate
+    from emc.passes import optimize
+    from emc.platforms import c as cplat
+    from zoo import KERAS_ZOO
+    graph = optimize(emc.load_model(KERAS_ZOO["two_inputs"]()))
+    rng = np.random.default_rng(4)
+    data = [rng.uniform(0, 1, (32,) + s).astype(np.float32) for s in graph.input_shapes]
+    art = cplat.convert(graph, calibrate(graph, data), name="two_in")
+    assert "int two_in_run_buffers(const int8_t *const *inputs, int8_t *const *outputs);" in art.files["two_in.h"]
+    lib = ctypes.CDLL(art.compile())
+    q = art.quantize_inputs([d[:3] for d in data])
+    expected = art.simulate_int8(q)
+    p8 = ctypes.POINTER(ctypes.c_int8)
+    for i in range(3):
+        ins = [np.ascontiguousarray(x[i]).copy() for x in q]              # separate allocations
+        outs = [np.zeros(t.shape, np.int8) for t in art.output_tensors]
+        in_ptrs = (p8 * len(ins))(*[a.ctypes.data_as(p8) for a in ins])
+        out_ptrs = (p8 * len(outs))(*[a.ctypes.data_as(p8) for a in outs])
+        assert lib.two_in_run_buffers(in_ptrs, out_ptrs) == 0
+        for got, want in zip(outs, expected):
+            np.testing.assert_array_equal(got, want[i])

@@ -60,7 +60,8 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, name="model",
 
     ram_limit / flash_limit (bytes): raise PlatformLimitError when the arena / the constant data exceed them.
     The entry point is `int <name>_run(const int8_t *in, int8_t *out)`; several inputs (outputs) are laid
-    back to back in graph order in `in` (`out`), at the <NAME>_INPUTi_OFFSET (OUTPUTi_OFFSET) defines.
+    back to back in graph order in `in` (`out`), at the <NAME>_INPUTi_OFFSET (OUTPUTi_OFFSET) defines;
+    `int <name>_run_buffers(const int8_t *const *inputs, int8_t *const *outputs)` takes a buffer per input / output.
     """
     if ignored:
         log.debug("c platform: ignoring options %s", ", ".join(sorted(ignored)))

@@ -97,6 +97,12 @@ def setup_convert(p):
     p.add_argument("--bits", type=int, default=8, help="quantization bits (default 8)")
     p.add_argument("--softmax", action="store_true", help="append a softmax to the outputs")
     p.add_argument("--name", default=None, help="model name inside the artefact (default: the file's stem)")
+    p.add_argument("--chip", default=None, metavar="PART",
+                   help="c / stm32: check the model fits this part's flash and RAM (stm32f103c8, stm32f411ce, "
+                        "stm32f446re, stm32f746ng, stm32h743zi, nrf52840, rp2040, esp32s3, ...); the report says "
+                        "how much of it the model uses")
+    p.add_argument("--ram-limit", type=int, default=None, metavar="BYTES", help="c / stm32: RAM budget in bytes")
+    p.add_argument("--flash-limit", type=int, default=None, metavar="BYTES", help="c / stm32: flash budget in bytes")
     return run_convert
 
 
@@ -113,6 +119,13 @@ def run_convert(args):
                                  + (" (add a Softmax layer to the model instead)" if flag == "--softmax" else ""))
     else:
         options["version"] = args.version or 3
+    budget = {"chip": args.chip, "ram_limit": args.ram_limit, "flash_limit": args.flash_limit}
+    for key, value in budget.items():
+        if value is not None:
+            if args.platform == "k210":
+                raise UsageError(f"--{key.replace('_', '-')} is a c / stm32 option; the K210 report gives the "
+                                 f"kmodel's sizes")
+            options[key] = value
     if args.softmax:
         options["softmax"] = True
     options["name"] = args.name or _stem(args.output if args.platform == "k210" else args.model)

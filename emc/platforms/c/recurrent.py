@@ -42,6 +42,11 @@ def work_elements(step):
     return (step.params["gates"] + 2) * step.params["units"]
 
 
+def static_bytes(steps):
+    """Bytes of the static int16 work arrays of a program's recurrent layers (RAM outside the arena)."""
+    return sum(2 * work_elements(s) for s in steps if s.kind in CELLS)
+
+
 # ---- lowering ------------------------------------------------------------------------------------------------------
 def recurrent(ctx, node):
     op, x = node.op, ctx.tensor(node.inputs[0])

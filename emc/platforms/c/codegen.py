@@ -56,7 +56,7 @@ class Generator:
         for k, name in enumerate(names):
             size = self.program.tensors[name].size
             if offset < start + size or k == len(names) - 1:
-                return f"{'ins' if region == 'input' else 'outs'}[{k}] + {offset - start}"
+                return f"{'in_bufs' if region == 'input' else 'out_bufs'}[{k}] + {offset - start}"
             start += size
         raise AssertionError(f"no {region} holds offset {offset}")
 
@@ -135,8 +135,8 @@ class Generator:
     def _buffer_arrays(self):
         """<name>_run's pointer arrays into its back-to-back in / out buffers, for <name>_run_buffers."""
         lines = []
-        for kind, ctype, names, buf in (("ins", "const int8_t *", self.program.inputs, "in"),
-                                        ("outs", "int8_t *", self.program.outputs, "out")):
+        for kind, ctype, names, buf in (("in_bufs", "const int8_t *", self.program.inputs, "in"),
+                                        ("out_bufs", "int8_t *", self.program.outputs, "out")):
             offsets, start = [], 0
             for name in names:
                 offsets.append(f"{buf} + {start}")
@@ -168,10 +168,10 @@ class Generator:
                   "#ifdef EMC_USE_CMSIS_NN", f"static int32_t {n}_scratch[{(scratch + 3) // 4 + 1}];", "#endif", "",
                   f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
         lines += self._buffer_arrays()
-        lines += [f"    return {n}_run_buffers(ins, outs);", "}", "",
-                  f"int {n}_run_buffers(const int8_t *const *ins, int8_t *const *outs)", "{",
+        lines += [f"    return {n}_run_buffers(in_bufs, out_bufs);", "}", "",
+                  f"int {n}_run_buffers(const int8_t *const *in_bufs, int8_t *const *out_bufs)", "{",
                   f"    int8_t *A = (int8_t *){n}_arena;",
-                  "    (void)A; (void)ins; (void)outs;",
+                  "    (void)A; (void)in_bufs; (void)out_bufs;",
                   "#ifdef EMC_USE_CMSIS_NN",
                   f"    emc_cmsis_buf = {n}_scratch;",
                   f"    emc_cmsis_buf_size = (int32_t)sizeof {n}_scratch;",

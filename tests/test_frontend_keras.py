@@ -149,7 +149,7 @@ def test_unsupported_layers_are_all_listed_at_once():
     k = keras.layers
     inp = keras.Input((8, 8, 4))
     bad = {
-        "tconv": k.Conv2DTranspose(4, 3, padding="same", name="tconv")(inp),
+        "tconv": k.Conv2DTranspose(4, 3, padding="same", dilation_rate=2, name="tconv")(inp),   # dilated: refused
         "lnorm": k.LayerNormalization(name="lnorm")(inp),
         "bn_axis1": k.BatchNormalization(axis=1, name="bn_axis1")(inp),
         "relu_thr": k.ReLU(threshold=0.5, name="relu_thr")(inp),

@@ -6,10 +6,21 @@ import numpy as np
 import pytest
 
 from emc.layers import Act, Conv2DTranspose
-from test_platform_c import check_against, one_op, ref_requant, sat
+import test_platform_c
+from test_platform_c import check_against, ref_requant, sat
 
 pytestmark = pytest.mark.skipif(shutil.which("gcc") is None, reason="the host C compiler gcc is not installed")
 RNG = np.random.default_rng(11)
+
+
+def one_op(op_factory, in_shapes):
+    """test_platform_c.one_op drawing from this module's generator, so that test_platform_c's own tests see the
+    same random data whether or not these tests ran first."""
+    saved, test_platform_c.RNG = test_platform_c.RNG, RNG
+    try:
+        return test_platform_c.one_op(op_factory, in_shapes)
+    finally:
+        test_platform_c.RNG = saved
 
 
 def conv_transpose_reference(step, xs):

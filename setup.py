@@ -40,7 +40,8 @@ def package_data():
 KERAS = ["tensorflow>=2.16,<3", "keras>=3.3,<4"]
 TENSORLAYER = ["tensorlayer>=2.2.5,<2.3", "tensorflow>=2.16,<3", "opencv-python-headless>=4.5", "matplotlib>=3.5"]
 PLOT = ["matplotlib>=3.5"]
-TEST = ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.2"]
+TEST = ["pytest>=7", "hypothesis>=6", "scikit-learn>=1.2",
+        "tflite-micro; platform_system == \"Linux\" and platform_machine == \"x86_64\""]   # TF Lite Micro conformance
 
 setup(
     name="emc",

@@ -108,9 +108,15 @@ def setup_convert(p):
                    help="model name inside the artefact and its report (default: the model's own name)")
     p.add_argument("--ram-limit", type=_byte_count, default=None, metavar="BYTES",
                    help="fail when the model needs more RAM (k210: kmodel + main buffer in SRAM, default 6M; "
-                        "c/stm32: the arena, default no limit); K/M suffixes allowed, 'none' for no limit")
+                        "c/stm32: the working buffer plus input/output buffers, default no limit); K/M suffixes allowed, 'none' for no limit")
     p.add_argument("--dense", choices=("auto", "kpu", "cpu"), default=None,
                    help="k210: where dense layers on vectors run (auto: the KPU from 64K weights; default auto)")
+    p.add_argument("--chip", default=None, metavar="PART",
+                   help="c / stm32: check the model fits this part's flash and RAM (stm32f103c8, stm32f411ce, "
+                        "stm32f446re, stm32f746ng, stm32h743zi, nrf52840, rp2040, esp32s3, ...); the report says "
+                        "how much of it the model uses")
+    p.add_argument("--flash-limit", type=_byte_count, default=None, metavar="BYTES",
+                   help="c / stm32: flash budget (K/M suffixes allowed)")
     return run_convert
 
 
@@ -142,6 +148,12 @@ def run_convert(args):
                                  + (" (add a Softmax layer to the model instead)" if flag == "--softmax" else ""))
     else:
         options["version"] = args.version or 3
+    for key, value in {"chip": args.chip, "flash_limit": args.flash_limit}.items():
+        if value is not None:
+            if args.platform == "k210":
+                raise UsageError(f"--{key.replace('_', '-')} is a c / stm32 option; the K210 report gives the "
+                                 f"kmodel's sizes (and --ram-limit bounds them)")
+            options[key] = None if value == "none" else value
     if args.softmax:
         options["softmax"] = True
     if args.dense is not None:
@@ -151,7 +163,8 @@ def run_convert(args):
     if args.name:
         options["name"] = args.name                   # else the model's own name (emc.convert's rule)
     artefact = convert(args.model, platform=args.platform, dataset=args.dataset, dataset_func=args.dataset_func,
-                       quant_func=args.quant, quant_bit=args.bits, max_samples=256 if args.max_samples is None else args.max_samples,
+                       quant_func=args.quant, quant_bit=args.bits, max_samples=256 if args.max_samples is None else
+                       args.max_samples,
                        seed=args.seed, mean=args.mean, std=args.std, progress=_progress(args), **options)
     written = artefact.save(args.output)
     print(artefact.report)

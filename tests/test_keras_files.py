@@ -94,7 +94,7 @@ def test_unsupported_layers_in_a_file_are_all_listed(tmp_path):
     keras = pytest.importorskip("keras")
     k = keras.layers
     inp = keras.Input((8, 8, 4))
-    a = k.Conv2DTranspose(4, 3, padding="same", name="tconv")(inp)
+    a = k.Conv2DTranspose(4, 3, padding="same", dilation_rate=2, name="tconv")(inp)     # dilated: refused
     b = k.LayerNormalization(name="lnorm")(inp)
     c = k.Conv2D(4, 3, padding="same", data_format="channels_last", groups=2, name="grouped")(inp)
     ops_mean = keras.ops.average(inp, axis=-1)         # saved as class 'Average', like the merge layer

@@ -272,6 +272,54 @@ def conv1d():
     return keras.Model(inp, k.Dense(4)(k.Flatten()(x)), name="conv1d")
 
 
+@zoo("kws_conv1d_pools", False)
+def kws_conv1d_pools():
+    """A keyword-spotting / sensor style Conv1D net: every 1-D pooling layer, 'same' and 'valid'."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(22)
+    inp = keras.Input((49, 10))
+    x = k.Conv1D(16, 3, padding="same", activation="relu")(inp)
+    x = k.MaxPooling1D(2)(x)
+    x = k.Conv1D(16, 3, padding="same", activation="relu")(x)
+    x = k.AveragePooling1D(3, strides=2, padding="same")(x)
+    x = k.Conv1D(12, 3, activation="relu")(x)
+    y = k.MaxPooling1D(3, strides=1, padding="same")(x)
+    pooled = k.Concatenate()([k.GlobalAveragePooling1D()(x), k.GlobalMaxPooling1D()(y)])
+    return keras.Model(inp, k.Dense(6)(pooled), name="kws_conv1d_pools")
+
+
+@zoo("conv_transpose_decoder", False)
+def conv_transpose_decoder():
+    """An encoder-decoder with Conv2DTranspose: 'same' and 'valid', stride below, equal to and above the kernel,
+    output_padding, and a BatchNorm after a transposed conv."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(23)
+    inp = keras.Input((12, 12, 3))
+    x = k.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inp)
+    x = k.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
+    x = k.Activation("relu")(k.BatchNormalization()(x))
+    x = k.Conv2DTranspose(6, 4, strides=2, padding="valid", activation="relu")(x)
+    x = k.Conv2DTranspose(6, 2, strides=3, padding="valid", output_padding=1)(x)
+    x = k.Conv2DTranspose(4, 3, strides=1, padding="same", activation="tanh")(x)
+    return finish(keras.Model(inp, k.Conv2D(2, 1)(x), name="conv_transpose_decoder"))
+
+
+@zoo("recurrent_sensor", False)
+def recurrent_sensor():
+    """A sensor / keyword-spotting sequence net: LSTM and GRU returning sequences, SimpleRNN and LSTM the last step."""
+    keras = _keras()
+    k = keras.layers
+    keras.utils.set_random_seed(24)
+    inp = keras.Input((20, 6))
+    x = k.LSTM(16, return_sequences=True, bias_initializer="random_normal")(inp)
+    x = k.GRU(12, return_sequences=True, bias_initializer="random_normal")(x)
+    a = k.SimpleRNN(8, bias_initializer="random_normal")(x)
+    b = k.LSTM(8, use_bias=False)(x)
+    return keras.Model(inp, k.Dense(4)(k.Concatenate()([a, b])), name="recurrent_sensor")
+
+
 @zoo("mlp_iris", True)
 def mlp_iris():
     """A top-level Sequential model (the rest of the zoo is functional)."""

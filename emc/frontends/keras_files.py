@@ -88,7 +88,10 @@ class NativeScope:
         return slots
 
     def arrays(self):
+        """The layer's own vars; a recurrent layer (SimpleRNN, GRU, LSTM) keeps them in its cell's."""
         group = self.store.get(f"{self.path}/vars")
+        if (group is None or len(group) == 0) and self.store.get(f"{self.path}/cell/vars") is not None:
+            group = self.store.get(f"{self.path}/cell/vars")
         return [] if group is None else [np.asarray(group[str(i)]) for i in range(len(group))]
 
 

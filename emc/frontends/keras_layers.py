@@ -142,6 +142,37 @@ def conv1d(spec, inputs, graph):
     return graph.add(L.Reshape((out[1], out[2])), [conv], spec.name)
 
 
+def _transpose_crops(kernel, stride, padding, output_padding):
+    """Crop (before, after) of the full transposed-conv output for one axis, as Keras 3 pads it (negative after:
+    rows only the bias reaches). Keras: 'valid' adds max(k, s) - k (or output_padding) at the end; 'same' pads
+    the stride-dilated input by pad_len = s + k - 2 (or k + k % 2 - 2 + output_padding), min(ceil(pad_len / 2),
+    k - 1) of it first."""
+    if padding == "valid":
+        extra = max(kernel, stride) - kernel if output_padding is None else output_padding
+        return 0, -extra
+    pad_len = stride + kernel - 2 if output_padding is None else kernel + kernel % 2 - 2 + output_padding
+    first = min(pad_len // 2 + pad_len % 2, kernel - 1)
+    return kernel - 1 - first, kernel - 1 - (pad_len - first)
+
+
+@handler("Conv2DTranspose", "Convolution2DTranspose")
+def conv2d_transpose(spec, inputs, graph):
+    """Keras' kernel (kh, kw, C_out, C_in) becomes emc's (kh, kw, C_in, C_out); padding becomes crops."""
+    config = spec.config
+    if _pair(config.get("dilation_rate", 1)) != (1, 1):
+        raise UnsupportedLayerError(f"dilation_rate={config['dilation_rate']} is not supported; use 1")
+    if config.get("padding", "valid") not in ("valid", "same"):
+        raise UnsupportedLayerError(f"padding '{config['padding']}' is not supported; use 'same' or 'valid'")
+    kernel = spec.weight(0).transpose(0, 1, 3, 2)
+    strides = _pair(config["strides"])
+    extra = config.get("output_padding")
+    extra = (None, None) if extra is None else _pair(extra)
+    crops = sum((_transpose_crops(kernel.shape[i], strides[i], config.get("padding", "valid"), extra[i])
+                 for i in range(2)), ())
+    op = L.Conv2DTranspose(kernel, spec.weight(1, True), strides, crops, _act(spec))
+    return graph.add(op, inputs, spec.name)
+
+
 @handler("Dense")
 def dense(spec, inputs, graph):
     return graph.add(L.Dense(spec.weight(0), spec.weight(1, True), _act(spec)), inputs, spec.name)
@@ -241,6 +272,43 @@ handler("GlobalMaxPooling2D", "GlobalMaxPool2D")(_global_pool("max"))
 handler("GlobalAveragePooling2D", "GlobalAvgPool2D")(_global_pool("avg"))
 
 
+def _as_2d(spec, inputs, graph):
+    """A (L, C) tensor viewed as a (1, L, C) image, so 1-D layers run on the 2-D ops and kernels."""
+    length, channels = graph[inputs[0]].shape
+    return graph.add(L.Reshape((1, length, channels)), inputs, spec.name + "/as2d"), length
+
+
+def _pool1d(mode):
+    def build(spec, inputs, graph):
+        """MaxPooling1D / AveragePooling1D over (L, C): a 1 x k Pool2D over the (1, L, C) view."""
+        config = spec.config
+        size = _pair(config["pool_size"])[0]
+        stride = _pair(config["strides"])[0] if config.get("strides") is not None else size
+        view, length = _as_2d(spec, inputs, graph)
+        pads = (0, 0) + _spatial_pads(config, (length, length), (size, size), (stride, stride), (1, 1))[:2]
+        pool = graph.add(L.Pool2D(mode, (1, size), (1, stride), pads), [view], spec.name + "/pool2d")
+        out = graph[pool].shape
+        return graph.add(L.Reshape((out[1], out[2])), [pool], spec.name)
+    return build
+
+
+def _global_pool1d(mode):
+    def build(spec, inputs, graph):
+        """GlobalMax/AveragePooling1D over (L, C): GlobalPool2D of the (1, L, C) view; keepdims gives (1, C)."""
+        view, _ = _as_2d(spec, inputs, graph)
+        if not spec.config.get("keepdims", False):
+            return graph.add(L.GlobalPool2D(mode), [view], spec.name)
+        pooled = graph.add(L.GlobalPool2D(mode), [view], spec.name + "/pool2d")
+        return graph.add(L.Reshape((1, graph[pooled].shape[0])), [pooled], spec.name)
+    return build
+
+
+handler("MaxPooling1D", "MaxPool1D")(_pool1d("max"))
+handler("AveragePooling1D", "AvgPool1D")(_pool1d("avg"))
+handler("GlobalMaxPooling1D", "GlobalMaxPool1D")(_global_pool1d("max"))
+handler("GlobalAveragePooling1D", "GlobalAvgPool1D")(_global_pool1d("avg"))
+
+
 def _two_sided(value):
     """Keras' int / (h, w) / ((top, bottom), (left, right)) -> (top, bottom, left, right)."""
     (top, bottom), (left, right) = [_pair(v) for v in _pair(value)]
@@ -324,6 +392,32 @@ def normalization(spec, inputs, graph):
     mean = np.asarray(mean, np.float64).reshape(-1)
     std = np.maximum(np.sqrt(np.asarray(variance, np.float64).reshape(-1)), KERAS_EPSILON)
     return graph.add(L.Rescale(1.0 / std, -mean / std), inputs, spec.name)
+
+
+def _recurrent(op_class, recurrent_activation):
+    def build(spec, inputs, graph):
+        """SimpleRNN / GRU / LSTM with Keras' default activations, starting from a zero state."""
+        config = spec.config
+        refused = [key for key in ("go_backwards", "stateful", "return_state") if config.get(key)]
+        if refused:
+            raise UnsupportedLayerError(f"{', '.join(f'{k}=True' for k in refused)} is not supported; emc runs "
+                                        f"one forward pass from a zero state (wrap a reversed copy for go_backwards)")
+        acts = {"activation": "tanh", "recurrent_activation": recurrent_activation}
+        for key, want in acts.items():
+            if want is not None and config.get(key, want) != want:
+                raise UnsupportedLayerError(f"{key}='{config[key]}' is not supported; the int8 kernels tabulate "
+                                            f"{key}='{want}' (Keras' default)")
+        if spec.cls == "GRU" and not config.get("reset_after", True):
+            raise UnsupportedLayerError("reset_after=False is not supported; use Keras 3's default reset_after=True")
+        bias = spec.weight(2, True) if config.get("use_bias", True) else None
+        op = op_class(spec.weight(0), spec.weight(1), bias, config.get("return_sequences", False))
+        return graph.add(op, inputs, spec.name)
+    return build
+
+
+handler("SimpleRNN")(_recurrent(L.SimpleRNN, None))
+handler("GRU")(_recurrent(L.GRU, "sigmoid"))
+handler("LSTM")(_recurrent(L.LSTM, "sigmoid"))
 
 
 SUPPORTED_KERAS_LAYERS = sorted(set(HANDLERS) | {"InputLayer"})

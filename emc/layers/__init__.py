@@ -8,7 +8,10 @@ from .merge import Concat, Elementwise
 from .norm import BatchNorm, Rescale
 from .pool import GlobalPool2D, Pool2D
 from .shape import Crop2D, Flatten, Identity, Input, Pad2D, Reshape, Upsample2D
+from .recurrent import GRU, LSTM, SimpleRNN
+from .transpose import Conv2DTranspose
 
 __all__ = ["ACTIVATIONS", "Act", "LINEAR", "Activation", "PReLU", "OPS", "Op", "register_op", "same_pads",
            "Conv2D", "DepthwiseConv2D", "Dense", "Concat", "Elementwise", "BatchNorm", "Rescale",
-           "GlobalPool2D", "Pool2D", "Crop2D", "Flatten", "Identity", "Input", "Pad2D", "Reshape", "Upsample2D"]
+           "GlobalPool2D", "Pool2D", "Crop2D", "Flatten", "Identity", "Input", "Pad2D", "Reshape", "Upsample2D",
+           "Conv2DTranspose", "GRU", "LSTM", "SimpleRNN"]

@@ -45,9 +45,18 @@ class Generator:
 
     # ---- pointers and constants ------------------------------------------------------------------------------
     def ptr(self, tensor_name):
+        """C expression of a tensor's first byte: in the arena, or in the caller's buffer of one input / output."""
         region, offset = self.plan.where(tensor_name)
-        base = {"arena": "A", "input": "in", "output": "out"}[region]
-        return f"{base} + {offset}"
+        if region == "arena":
+            return f"A + {offset}"
+        names = self.program.inputs if region == "input" else self.program.outputs
+        start = 0
+        for k, name in enumerate(names):
+            size = self.program.tensors[name].size
+            if offset < start + size or k == len(names) - 1:
+                return f"{'in_bufs' if region == 'input' else 'out_bufs'}[{k}] + {offset - start}"
+            start += size
+        raise AssertionError(f"no {region} holds offset {offset}")
 
     def array(self, index, key, values, guard=None):
         """Declare a constant array L<index>_<key>; with guard, only when that macro is defined."""
@@ -130,6 +139,10 @@ class Generator:
             " * receives every output back to back (OUTPUTi_OFFSET). Not reentrant: one static arena. Returns 0. */",
             f"int {self.name}_run(const int8_t *in, int8_t *out);",
             "",
+            "/* The same with a buffer per input and per output: inputs[i] holds input i (INPUTi_SIZE codes),",
+            " * outputs[i] receives output i (OUTPUTi_SIZE codes). Returns 0. */",
+            f"int {self.name}_run_buffers(const int8_t *const *inputs, int8_t *const *outputs);",
+            "",
             "/* Float convenience wrappers: q = clamp(floor(x / scale + zero_point + 0.5)); x = (q - zero_point) * scale. */",
             f"void {self.name}_quantize_input(const float *x, int8_t *q);",
             f"void {self.name}_dequantize_output(const int8_t *q, float *x);",
@@ -145,6 +158,19 @@ class Generator:
             "#endif",
             "", "#ifdef __cplusplus", "}", "#endif", "", f"#endif /* {u}_H */", ""]
         return "\n".join(lines)
+
+    def _buffer_arrays(self):
+        """<name>_run's pointer arrays into its back-to-back in / out buffers, for <name>_run_buffers."""
+        lines = []
+        for kind, ctype, names, buf in (("in_bufs", "const int8_t *", self.program.inputs, "in"),
+                                        ("out_bufs", "int8_t *", self.program.outputs, "out")):
+            offsets, start = [], 0
+            for name in names:
+                offsets.append(f"{buf} + {start}")
+                start += self.program.tensors[name].size
+            lines.append(f"    {ctype}{kind}[{max(len(names), 1)}];")
+            lines += [f"    {kind}[{k}] = {value};" for k, value in enumerate(offsets)]
+        return lines
 
     def _convert_loop(self, names, fn_head, body_line):
         lines = [fn_head, "{", "    int32_t i;"]
@@ -173,9 +199,12 @@ class Generator:
                   "#ifdef EMC_USE_CMSIS_NN",
                   f"static int32_t {n}_scratch[({u}_CMSIS_SCRATCH_SIZE + 3) / 4 + ({u}_CMSIS_SCRATCH_SIZE == 0)];",
                   "#endif", "",
-                  f"int {n}_run(const int8_t *in, int8_t *out)", "{",
+                  f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
+        lines += self._buffer_arrays()
+        lines += [f"    return {n}_run_buffers(in_bufs, out_bufs);", "}", "",
+                  f"int {n}_run_buffers(const int8_t *const *in_bufs, int8_t *const *out_bufs)", "{",
                   f"    int8_t *A = (int8_t *){n}_arena;",
-                  "    (void)A; (void)in; (void)out;",
+                  "    (void)A; (void)in_bufs; (void)out_bufs;",
                   "#ifdef EMC_USE_CMSIS_NN",
                   f"    emc_cmsis_buf = {n}_scratch;",
                   f"    emc_cmsis_buf_size = {u}_CMSIS_SCRATCH_SIZE;",
@@ -224,6 +253,15 @@ def _conv(gen, i, step):
     ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]
+
+
+@emits("conv2d_transpose")
+def _conv_transpose(gen, i, step):
+    """The conv parameter struct; pad_top / pad_left are the crops of the full transposed output."""
+    fields = _conv_fields(step, 1)
+    fields.update(gen.arrays(i, step, ("weights", "bias", "mult", "shift", "lut")))
+    ident = gen.struct(i, "emc_conv_params", fields)
+    return [f"emc_conv2d_transpose_s8(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]
 
 
 @emits("dense")

@@ -59,6 +59,26 @@ def conv2d(step, xs, out_shape):
     return _epilogue(acc, step).reshape((len(x),) + tuple(out_shape))
 
 
+@kernel("conv2d_transpose")
+def conv2d_transpose(step, xs, out_shape):
+    """Scatter every centred input pixel's kernel patch into the full output, then crop (pad) to the output."""
+    p, a = step.params, step.arrays
+    x = xs[0].astype(np.float64) - p["in_zp"]
+    n, h, w, cin = x.shape
+    oh, ow, cout = out_shape
+    (kh, kw), (sh, sw), (top, left) = p["kernel"], p["stride"], p["pad"]
+    rows, cols = max((h - 1) * sh + kh, top + oh) + max(-top, 0), max((w - 1) * sw + kw, left + ow) + max(-left, 0)
+    full = np.zeros((n, rows, cols, cout), np.float64)
+    y0, x0 = max(-top, 0), max(-left, 0)
+    wt = a["weights"].astype(np.float64)                              # OHWI
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = (x.reshape(-1, cin) @ wt[:, ky, kx, :].T).reshape(n, h, w, cout)
+            full[:, y0 + ky:y0 + ky + (h - 1) * sh + 1:sh, x0 + kx:x0 + kx + (w - 1) * sw + 1:sw] += patch
+    acc = full[:, y0 + top:y0 + top + oh, x0 + left:x0 + left + ow].astype(np.int64) + a["bias"]
+    return _epilogue(acc, step)
+
+
 @kernel("depthwise_conv2d")
 def depthwise_conv2d(step, xs, out_shape):
     p, a = step.params, step.arrays

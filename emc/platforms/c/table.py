@@ -134,6 +134,19 @@ def depthwise_conv2d(ctx, node):
                    c * mult, macs)
 
 
+@lowers("conv2d_transpose")
+def conv2d_transpose(ctx, node):
+    """Transposed conv: per-output-channel int8 weights OHWI, crops as pad_top / pad_left of the conv params."""
+    op, x = node.op, ctx.tensor(node.inputs[0])
+    kh, kw, cin, cout = op.kernel.shape
+    w_q, w_scale = per_channel_weights(op.kernel, axis=3)
+    params = {"in_shape": x.shape, "out_shape": node.shape, "kernel": (kh, kw), "stride": op.strides,
+              "dilation": (1, 1), "pad": (op.crops[0], op.crops[2])}
+    arrays = {"weights": np.ascontiguousarray(w_q.transpose(3, 0, 1, 2))}
+    macs = x.shape[0] * x.shape[1] * kh * kw * cin * cout
+    _finish_linear(ctx, node, "conv2d_transpose", x, params, arrays, x.scale * w_scale, op.bias, cout, macs)
+
+
 @lowers("dense")
 def dense(ctx, node):
     op, x = node.op, ctx.tensor(node.inputs[0])

@@ -7,8 +7,7 @@ models on QEMU's mps2-an386 Cortex-M4 with semihosting.
 """
 import logging
 
-from ...errors import PlatformLimitError
-from ..c import TABLE, build, supported_kinds
+from ..c import C_FLASH_TEXT, TABLE, budget, build, recurrent, supported_kinds
 from ..c.codegen import c_identifier
 from . import toolchain
 from .artefact import STM32Artefact
@@ -52,30 +51,30 @@ def cmake_fragment(ident, files):
 
 
 def convert(graph, calibration, quant_bit=8, input_transform=None, name="model", ram_limit=None, flash_limit=None,
-            cpu="cortex-m4", measure=True, **ignored):
+            cpu="cortex-m4", measure=True, chip=None, **ignored):
     """Generate the int8 C for a Cortex-M and measure it; returns an STM32Artefact.
 
-    ram_limit / flash_limit (bytes) are checked against arm-none-eabi-size's counts of the linked model when the
-    cross compiler is installed (RAM = .data + .bss incl. arena and I/O buffers), else against arena / weights.
+    chip (a part of emc.platforms.c.budget.CHIPS) and / or ram_limit / flash_limit (bytes) are checked against
+    arm-none-eabi-size's counts of the linked model when the cross compiler is installed (RAM = .data + .bss incl.
+    arena and I/O buffers), else against the C platform's estimate; the report says how much of the part it uses.
     """
     toolchain.cpu_flags(cpu)
     if ignored:
         log.debug("stm32 platform: ignoring options %s", ", ".join(sorted(ignored)))
+    limits = budget.resolve(chip, ram_limit, flash_limit, PLATFORM)
     files, report, program, plan = build(graph, calibration, quant_bit, input_transform, name, platform=PLATFORM,
                                          title=f"STM32 ({cpu}) int8 C")
     ident = c_identifier(name)
     sizes = toolchain.measure(files, ident, cpu) if measure and toolchain.have_cross_compiler() else None
-    problems = []
-    ram = sizes["ram"] if sizes else plan.arena_bytes
-    flash = sizes["flash"] if sizes else program.weight_bytes
-    if ram_limit is not None and ram > ram_limit:
-        problems.append(f"the model needs {ram:,} bytes of RAM, more than ram_limit={int(ram_limit):,} bytes "
-                        f"(arena {plan.arena_bytes:,}, lower bound {plan.lower_bound:,}); use a smaller model")
-    if flash_limit is not None and flash > flash_limit:
-        problems.append(f"the model needs {flash:,} bytes of flash, more than flash_limit={int(flash_limit):,} "
-                        f"bytes; use fewer or smaller layers")
-    if problems:
-        raise PlatformLimitError(problems, platform=PLATFORM)
+    if sizes:
+        ram, flash = sizes["ram"], sizes["flash"]
+        ram_text = f"arm-none-eabi-size data+bss; arena {plan.arena_bytes:,} bytes, lower bound {plan.lower_bound:,}"
+        flash_text = "arm-none-eabi-size text+data: code and constants"
+    else:
+        ram, ram_text = budget.ram_parts(program, plan, recurrent.static_bytes(program.steps))
+        flash, flash_text = program.weight_bytes, C_FLASH_TEXT
+    budget.check(limits, program, plan, ram, ram_text, flash, flash_text, PLATFORM)
+    budget.add_usage(report, limits, ram, flash, flash_text)
     if sizes:
         report.totals["flash (arm-none-eabi-size: text+data)"] = sizes["flash"]
         report.totals["RAM (arm-none-eabi-size: data+bss)"] = sizes["ram"]

@@ -71,6 +71,9 @@ typedef struct {
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
 void emc_depthwise_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
+/* Transposed conv (emc_transpose.c): weights [out_c][kh][kw][in_c]; output pixel (oy, ox) is pixel
+ * (oy + pad_top, ox + pad_left) of the full (in_h - 1) * stride_h + kernel_h rows scatter; pads may be negative. */
+void emc_conv2d_transpose_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
 
 typedef struct {
     int32_t rows, in_features, out_features;
@@ -186,6 +189,19 @@ void emc_lut_s8(int32_t count, const int8_t *table, const int8_t *in, int8_t *ou
 /* softmax over rows of depth values; table[d] = round(exp(-scale * d) * 2^16); output scale 1/recip, zp -128 */
 void emc_softmax_s8(int32_t rows, int32_t depth, int32_t recip, const int32_t *table, const int8_t *in,
                     int8_t *out);   /* in place */
+
+/* ---- recurrent layers (emc_recurrent.c) ---------------------------------------------------------------- */
+typedef struct {
+    int32_t steps, features, units, gates;
+    int32_t cell;                  /* 0 SimpleRNN, 1 GRU (reset_after), 2 LSTM; gates 1, 3 (z, r, h), 4 (i, f, c, o) */
+    int32_t return_sequences, in_zp, out_zp, out_mult, out_shift;   /* out: h (Q0.15) requantised to int8 */
+    const int8_t *w_x, *w_h;       /* [gates * units][features], [gates * units][units] */
+    const int32_t *bias_x, *bias_h, *mult_x, *shift_x, *mult_h, *shift_h;   /* per gate row; to Q3.12 */
+    const int16_t *sigmoid, *tanh; /* 513 Q0.15 entries over [-8, 8] */
+    int16_t *work;                 /* (gates + 2) * units: h, c (GRU: candidate h part), gate pre-activations */
+} emc_rnn_params;
+
+void emc_rnn_s8(const emc_rnn_params *p, const int8_t *in, int8_t *out);
 
 /* ---- data movement --------------------------------------------------------------------------------------- */
 typedef struct {

@@ -88,7 +88,7 @@ def test_wheel_installs_into_a_fresh_venv_and_builds_c(wheel, tmp_path):
     location, frameworks = where.stdout.splitlines()
     assert str(venv) in location and frameworks == "[]", where.stdout
     assert run("--version").strip() == f"emc {emc.__version__}"
-    assert "Conv1_pad" in run("inspect", DATA / "tfkeras2_mini.h5")
+    assert "mobilenetv2_mini" in run("inspect", DATA / "tfkeras2_mini.h5")
     subprocess.run([str(py), "-c", "import numpy as np; np.save('x.npy', np.random.default_rng(0).uniform("
                     "0, 1, (4, 32, 32, 3)).astype(np.float32))"], cwd=tmp_path, check=True, env=env, timeout=120)
     run("convert", DATA / "tfkeras2_mini.h5", "-o", "mini_c", "--platform", "c", "--dataset", "x.npy", "-q")

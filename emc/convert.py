@@ -65,6 +65,8 @@ def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_fu
     artefact = target.convert(graph, calibration, quant_bit=quant_bit, input_transform=transform, **options)
     artefact.graph = graph
     artefact.calibration = calibration
+    if hasattr(artefact, "measure"):          # per-layer accuracy on the calibration data, for the report
+        artefact.measure(graph, data)
     log.info("%s", artefact.report)
     return artefact
 

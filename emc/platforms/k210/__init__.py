@@ -7,6 +7,7 @@ import logging
 
 from ...errors import EmcError, PlatformLimitError
 from .artefact import K210Artefact, build_report
+from .layer_snr import snr_targets
 from .lowering.lower import Lowering
 from .lowering.planner import K210_SRAM, plan_memory
 from .lowering.table import TABLE, supported_kinds
@@ -93,7 +94,9 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
                for out_name, buf, info in low.outputs]
     input_shape = graph[graph.inputs[0]].shape
     log.debug("k210: kmodel v%d, %d layers, %d bytes", version, len(layers), len(kmodel))
-    return K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
+    artefact = K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
+    artefact.snr_targets = snr_targets(layers, graph)
+    return artefact
 
 
 __all__ = ["TABLE", "convert", "check", "supported_kinds", "K210Artefact", "PLATFORM"]

@@ -81,3 +81,11 @@ def test_mini_xception_on_faces_is_as_close_to_float_as_the_c_platform(faces, c_
     assert k_cos.mean() >= c_cos.mean() - 0.005
     assert np.sum(sim.argmax(1) == ref.argmax(1)) >= np.sum(c_top == ref.argmax(1))
     assert all(r["SNR dB"] > 20 for r in art.report.rows if r["unit"] == "KPU")
+
+
+def test_a_dead_layer_still_gets_a_batch_norm_scale():
+    """A pre-activation range of ~1e-6 (untrained, dead channels) leaves only the largest scale the fields allow."""
+    from emc.platforms.k210.lowering.quantize import Quant, kpu_conv_params
+    p = kpu_conv_params(RNG.normal(0, 1e-7, (1, 1, 4, 4)), np.full(4, 1e-6), False, Quant(1 / 255, 0),
+                        (0.0, 2e-6), Quant.from_range(0.0, 2e-6), Act("relu6"))
+    assert np.all(np.abs(p.bn_add) < 2 ** 31) and p.v_scale > 0

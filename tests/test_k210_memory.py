@@ -81,3 +81,29 @@ def test_best_first_fit_never_loses_to_one_order_and_respects_the_live_peak():
             for b in items:
                 if a[0] < b[0] and a[2] <= b[3] and b[2] <= a[3]:
                     assert offsets[a[0]] + a[1] <= offsets[b[0]] or offsets[b[0]] + b[1] <= offsets[a[0]]
+
+
+def tf_same_depthwise_stride2():
+    g = Graph("tf_same_dw")
+    x = g.add_input((32, 32, 8))
+    y = g.add(Conv2D(RNG.normal(0, 0.3, (1, 1, 8, 16)), None), x, name="expand")
+    y = g.add(DepthwiseConv2D(RNG.normal(0, 0.3, (3, 3, 16, 1)), None, strides=2, pads=(0, 1, 0, 1)), y,
+              name="dw_s2")
+    g.set_outputs([g.add(Conv2D(RNG.normal(0, 0.3, (1, 1, 16, 8)), None), y, name="project")])
+    return optimize(g)
+
+
+def test_v3_stride2_selection_reads_the_full_map_in_place():
+    """TF-'same' stride-2 depthwise in v3: the 1x1 stride-2 max pool reads the streamed map from (1, 1) on, no
+    shifted copy: main memory = the full-size map + the selection, as in v4 (strided_slice); output = v4's."""
+    graph = tf_same_depthwise_stride2()
+    x = np.random.default_rng(0).uniform(0, 1, (3, 32, 32, 8)).astype(np.float32)
+    from emc.calibrate import calibrate
+    cal = calibrate(graph, x)
+    v3, v4 = (k210.convert(graph, cal, input_transform=PIXELS, version=v) for v in (3, 4))
+    types = [r["type"] for r in v3.report.rows]
+    assert "QUANTIZED_CONCAT" not in types and "QUANTIZED_MAX_POOL2D" in types
+    full, picked = 16 * 32 * 32, 16 * 16 * 16
+    assert v3.report.totals["main memory (bytes)"] <= full + picked + 64
+    assert v3.report.totals["main memory (bytes)"] <= v4.report.totals["main memory (bytes)"] + 64
+    np.testing.assert_allclose(v3.simulate(x)[0], v4.simulate(x)[0], atol=1e-6)     # same codes, float dequantize

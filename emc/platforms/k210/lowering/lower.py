@@ -14,7 +14,7 @@ from ....graph import preact_name
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
 from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
                        sole_consumer)
-from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer, V4Layer, Value
+from .ir import CODE, F32, KPU, MAIN, U8, Buffer, BufferView, Layer, V4Layer, Value
 from .quantize import KpuConvParams, Quant
 from .table import TABLE
 
@@ -409,21 +409,11 @@ class Lowering:
             return out
         if (sy, sx) == (1, 1):
             return self.crop(name, u8, in_chw, (r0, c0, oh, ow), quant, U8)
-        if (r0, c0) != (0, 0):
-            u8, in_chw = self.shifted(name, u8, in_chw, r0, c0, quant)
+        if (r0, c0) != (0, 0):             # read the map from (r0, c0) on in place: no shifted copy
+            c, h, w = in_chw
+            u8.min_bytes = max(u8.min_bytes, c * h * w + r0 * w + c0)   # the view reads r0 * w + c0 bytes on
+            u8 = BufferView(u8, r0 * w + c0, in_chw)
         return self.max_pool(name + ":sel", u8, in_chw, (oh, ow), (1, 1), (sy, sx), (0, 0), quant)
-
-    def shifted(self, name, u8, chw, r0, c0, quant):
-        """The map read from row r0, column c0 on, one CONCAT range per channel: element (y, x) of the result is
-        element (r0 + y, c0 + x) of the map for x < W - c0 (the last c0 columns hold the next row's first bytes,
-        which a selection of the map's columns never reaches)."""
-        c, h, w = chw
-        size = (h - r0) * w
-        u8.min_bytes = max(u8.min_bytes, c * h * w + c0)            # the last channel's range reads c0 bytes on
-        out = self.buffer(name + ":shift", MAIN, U8, (c, h - r0, w), quant)
-        self.emit("QUANTIZED_CONCAT", name, [u8], [out], ranges=[(u8, ch * h * w + r0 * w + c0, size)
-                                                                 for ch in range(c)])
-        return out, (c, h - r0, w)
 
     def crop(self, name, buf, in_chw, window, quant, dtype):
         """A crop as a CONCAT of byte ranges (one per channel, or per row when columns are cut)."""

@@ -1,12 +1,12 @@
 """Memory planning: KPU RAM (in 64-byte lines) and the main buffer (in bytes), reusing space by lifetime.
 
-A buffer lives from the layer that writes it to the last layer that reads it (the model input from the start,
+A buffer (a view: its parent) lives from the layer that writes it to the last layer that reads it (the model input from the start,
 the model outputs to the end). A layer's inputs and outputs are live at the same time, so a KPU conv never
 reads and writes overlapping lines. Main-memory sizes are rounded up to 8 bytes: the KPU's DMA stream-out and
 QUANTIZED_ADD work in groups of 8 bytes and write up to 7 bytes past a tensor.
 """
 from ....lifetimes import best_first_fit, live_peak, live_ranges
-from .ir import KPU, MAIN
+from .ir import KPU, MAIN, storage
 from ..chip.kpu import KPU_LINES
 
 K210_SRAM = 6 * 1024 * 1024         # general-purpose SRAM for the model and the main buffer
@@ -25,9 +25,9 @@ class MemoryPlan:
 
 def lifetimes(layers, pinned_start=(), pinned_end=()):
     """{buffer id: (buffer, first, last)} over the layer list; pinned buffers live from -1 / to the end."""
-    buffers = {id(buf): buf for layer in layers for buf in list(layer.outputs) + list(layer.inputs)}
+    buffers = {id(storage(buf)): storage(buf) for layer in layers for buf in list(layer.outputs) + list(layer.inputs)}
     buffers.update((id(buf), buf) for buf in list(pinned_start) + list(pinned_end))
-    steps = [([id(b) for b in layer.inputs], [id(b) for b in layer.outputs]) for layer in layers]
+    steps = [([id(storage(b)) for b in layer.inputs], [id(storage(b)) for b in layer.outputs]) for layer in layers]
     spans = live_ranges(steps, [id(b) for b in pinned_start], [id(b) for b in pinned_end])
     return {key: (buffers[key], first, last) for key, (first, last) in spans.items()}
 

@@ -138,8 +138,8 @@ def choose_v_scale(a, reach, shape, out_scale, v_absmax, bias_absmax, slope):
     top = min(math.log2(V_LIMIT / max(v_absmax, 1e-12)) - 1.0,
               math.log2(BN_ADD_LIMIT / max(bias_absmax, 1e-12)) - 1.0)
     bottom = math.log2(max(codes_per_real, 1e-12)) - 2.0
-    best = None
-    for step in range(int(math.ceil(2 * bottom)), int(math.floor(2 * top)) + 1):
+    best, last = None, int(math.floor(2 * top))
+    for step in range(min(int(math.ceil(2 * bottom)), last), last + 1):     # a degenerate range: the top only
         k = 2.0 ** (step / 2.0)
         error = float(np.max(bn_error(a, reach, k))) * codes_per_real / k + shape.error(k)
         if best is None or error < best[1] - 1e-9:

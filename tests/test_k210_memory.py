@@ -4,7 +4,7 @@ import pytest
 
 from emc.errors import PlatformLimitError
 from emc.graph import Graph
-from emc.layers import Conv2D, DepthwiseConv2D
+from emc.layers import Act, Conv2D, DepthwiseConv2D
 from emc.lifetimes import best_first_fit, first_fit, live_peak, ORDERS
 from emc.passes import optimize
 from emc.platforms import k210
@@ -107,3 +107,24 @@ def test_v3_stride2_selection_reads_the_full_map_in_place():
     assert v3.report.totals["main memory (bytes)"] <= full + picked + 64
     assert v3.report.totals["main memory (bytes)"] <= v4.report.totals["main memory (bytes)"] + 64
     np.testing.assert_allclose(v3.simulate(x)[0], v4.simulate(x)[0], atol=1e-6)     # same codes, float dequantize
+
+
+def test_v3_tf_same_stride2_first_conv_with_zero_point_128_uses_pool_6():
+    """x / 127.5 - 1 input (pixel zero point 128): v3 pads the rows with code 128 from an extra constant channel of
+    the input copy, then runs pool 6 as v4 does -- no full-size stride-1 map in main memory; same codes as v4."""
+    g = Graph("tf_same_first")
+    x = g.add_input((32, 32, 3))
+    y = g.add(Conv2D(RNG.normal(0, 0.3, (3, 3, 3, 16)), RNG.normal(0, 0.1, 16), strides=2, pads=(0, 1, 0, 1),
+                     activation=Act("relu")), x, name="conv1")
+    g.set_outputs([g.add(Conv2D(RNG.normal(0, 0.3, (1, 1, 16, 8)), None), y, name="pw")])
+    graph = optimize(g)
+    data = np.random.default_rng(1).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    from emc.calibrate import calibrate
+    cal = calibrate(graph, data)
+    v3, v4 = (k210.convert(graph, cal, input_transform=(1 / 127.5, -1.0), version=v) for v in (3, 4))
+    conv1 = [r for r in v3.report.rows if r["layer"] == "conv1" and r["type"] == "K210_CONV"]
+    assert conv1[0]["output"].startswith("16x17x16")              # pool 6 on the row-padded 34x32 map
+    assert v3.report.totals["main memory (bytes)"] < 16 * 32 * 32      # never the full-size stride-1 map
+    np.testing.assert_allclose(v3.simulate(data)[0], v4.simulate(data)[0], atol=1e-6)
+    ref = graph.run(data)[0]
+    assert np.corrcoef(ref.ravel(), v3.simulate(data)[0].ravel())[0, 1] > 0.995

@@ -339,26 +339,48 @@ class Lowering:
             conv_layer.outputs.append(main)
         return main
 
-    def download_input(self, v):
-        """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy)."""
-        if v.quant is None:
+    def download_input(self, v, quant=None, extra_code=None):
+        """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy); with
+        extra_code, one more output channel holds that code everywhere (zero weights, the code as bias)."""
+        quant = quant or v.quant
+        if quant is None:
             self.problem(v.name, "the input feeds a CPU layer, which needs one (scale, zero point) for all "
                                  "channels and an integer zero point; put a conv first or use img_0_1/img_0_255")
             return self.buffer(v.name, MAIN, U8, v.chw)
         c, h, w = v.chw
-        zp = v.quant.zero_point
-        weights = np.eye(c, dtype=np.uint8).reshape(c, c, 1, 1)
+        zp = quant.zero_point
+        extra = 0 if extra_code is None else 1
+        weights = np.eye(c + extra, c, dtype=np.uint8).reshape(c + extra, c, 1, 1)
+        bn_add = np.zeros(c + extra, np.int64)
+        if extra:
+            bn_add[c] = extra_code - zp                  # v = code - zp, which the table maps back to the code
         x_start = [SEG0_X, -zp] + [UNUSED_X + i for i in range(2, SEGMENTS)]
         table = ActTable(x_start, [0, 1] + [0] * 14, [0] * 16, [0, 0] + [255] * 14, 0, "exact", "identity")
-        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c), in_quant=v.quant,
-                               out_quant=v.quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
-                               pad_value=zp, bn_mul=np.ones(c, np.int64), bn_shift=np.zeros(c, np.int64),
-                               bn_add=np.zeros(c, np.int64), act=table, kernel_size=1, depthwise=False, c_in=c,
-                               c_out=c)
-        out = self.buffer(v.name + ":copy", KPU, U8, (c, h, w), v.quant)
-        layer = self.emit("K210_CONV", v.name, [v.forms[KPU]], [out], macs=c * c * h * w, weight_bytes=c * c,
-                          conv=params, pool=0, in_chw=(c, h, w), out_chw=(c, h, w))
+        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c + extra), in_quant=quant,
+                               out_quant=quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
+                               pad_value=zp, bn_mul=np.ones(c + extra, np.int64),
+                               bn_shift=np.zeros(c + extra, np.int64), bn_add=bn_add, act=table, kernel_size=1,
+                               depthwise=False, c_in=c, c_out=c + extra)
+        out = self.buffer(v.name + ":copy", KPU, U8, (c + extra, h, w), quant)
+        layer = self.emit("K210_CONV", v.name, [v.forms[KPU]], [out], macs=c * (c + extra) * h * w,
+                          weight_bytes=c * (c + extra), conv=params, pool=0, in_chw=(c, h, w),
+                          out_chw=(c + extra, h, w))
         return self.stream_out(layer)
+
+    def padded_input(self, name, v, rows, quant):
+        """kmodel v3: the model input with (top, bottom) rows of its zero point's code, which v3's CPU padding
+        (code 0 only) cannot write: the identity copy carries one channel of that code, and a QUANTIZED_CONCAT
+        puts one of its rows above and below each channel of the image."""
+        c, h, w = v.chw
+        top, bottom = rows
+        main = self.download_input(v, quant, extra_code=quant.zero_point)
+        row = (main, c * h * w, w)
+        ranges = []
+        for ch in range(c):
+            ranges += [row] * top + [(main, ch * h * w, h * w)] + [row] * bottom
+        out = self.buffer(name, MAIN, U8, (c, h + top + bottom, w), quant)
+        self.emit("QUANTIZED_CONCAT", name, [main], [out], ranges=ranges)
+        return out
 
     def upload(self, name, u8, chw, quant):
         out = self.buffer(name + ":kpu", KPU, U8, chw, quant)

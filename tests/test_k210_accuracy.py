@@ -89,3 +89,14 @@ def test_a_dead_layer_still_gets_a_batch_norm_scale():
     p = kpu_conv_params(RNG.normal(0, 1e-7, (1, 1, 4, 4)), np.full(4, 1e-6), False, Quant(1 / 255, 0),
                         (0.0, 2e-6), Quant.from_range(0.0, 2e-6), Act("relu6"))
     assert np.all(np.abs(p.bn_add) < 2 ** 31) and p.v_scale > 0
+
+
+def test_a_kpu_layer_with_a_fused_softmax_is_measured_on_its_logits():
+    g = Graph("softmax_head")
+    x = g.add_input((8, 8, 4))
+    y = g.add(Conv2D(RNG.normal(0, 0.4, (3, 3, 4, 6)), None, pads=(1, 1, 1, 1), activation=Act("relu")), x)
+    g.set_outputs([g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 6, 5)), None, activation=Act("softmax")), y,
+                         name="head")])
+    art = emc.convert(g, dataset=smooth_images((8, 8, 4), 6, np.random.default_rng(1)), version=4)
+    head = [r for r in art.report.rows if r["unit"] == "KPU" and r["layer"] == "head"]
+    assert head and head[0]["SNR dB"] > 25

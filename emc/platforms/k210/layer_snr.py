@@ -26,7 +26,7 @@ def snr_targets(layers, graph):
             if j > n and layers[j].on_kpu:
                 break
             buf = layers[j].outputs[0]
-            name = next((m for m in names if _holds(buf, graph[m].shape)), None)
+            name = next((m for m, shape in names if _holds(buf, shape)), None)
             if name is not None:
                 targets[layer.index] = (layers[j].index, name, buf.quant, False)
                 break
@@ -34,21 +34,22 @@ def snr_targets(layers, graph):
             continue
         if layer.index not in targets:
             buf = layer.outputs[0]
-            name = next((m for m in names if _holds(buf, graph[m].shape, 2)), None)
+            name = next((m for m, shape in names if _holds(buf, shape, 2)), None)
             if name is not None:
                 targets[layer.index] = (layer.index, name, buf.quant, True)
     return targets
 
 
 def _candidates(graph, name):
-    """The node, a pool reading only it, and the pre-activation of a softmax layer (the KPU computes the logits)."""
-    names = [name]
-    readers = graph.consumers(name)
-    if len(readers) == 1 and graph[readers[0]].op.kind == "pool2d":
-        names.append(readers[0])
+    """(tensor, shape) of the node and of a pool reading only it; of a softmax layer, its pre-activation only (the
+    KPU computes the logits; the graph reports them under preact_name)."""
     act = graph[name].op.attrs.get("activation")
     if act is not None and act.name == "softmax":
-        names.append(preact_name(name))
+        return [(preact_name(name), graph[name].shape)]
+    names = [(name, graph[name].shape)]
+    readers = graph.consumers(name)
+    if len(readers) == 1 and graph[readers[0]].op.kind == "pool2d":
+        names.append((readers[0], graph[readers[0]].shape))
     return names
 
 

@@ -4,6 +4,11 @@ time per image; and the Maix-EMC cifar comparison (emc's v3 and v4 against Maix-
 
 Targets: conversion < 60 s and < 3 GB, simulation < 3 s per image. Run: python bench/bench_k210.py
 (`--mobilenet-v2`: only the keras.applications MobileNetV2 alpha 0.35 / 1.0 rows, v3 and v4).
+
+Accuracy (issue 14): `--accuracy` prints, for the trained mini-Xception on the shared faces and MobileNet v1
+1.0/224 (both forms), K210 v3 / v4 against float and against emc's int8 C (cosine mean (min), top-1 agreement),
+the KPU RAM peak and the main memory; `--calibration` compares minmax, kld, l2 and percentile on the trained
+models (the mini-Xception, and the MobileNet that bench/train_mobilenet_digits.py trains once).
 """
 import os
 import pathlib
@@ -159,7 +164,96 @@ def bench_cifar():
                               for name, out in outputs.items()))
 
 
-if __name__ == "__main__":
+def cosines(a, b):
+    a, b = (np.asarray(v, np.float64).reshape(len(v), -1) for v in (a, b))
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-30)
+
+
+def accuracy_rows(model, calib, test, dataset_func, label, quant_func="minmax", versions=(3, 4)):
+    """K210 v3/v4 and C on `test` after calibrating on `calib`: prints one line per platform, returns them."""
+    from emc.convert import convert
+    from emc.errors import PlatformLimitError
+    runs = {}
+    for platform, version in [("c", None)] + [("k210", v) for v in versions]:
+        name = "C" if platform == "c" else f"K210 v{version}"
+        try:
+            opts = {} if version is None else {"version": version}
+            art = convert(model, platform=platform, dataset=calib, dataset_func=dataset_func, quant_func=quant_func,
+                          max_samples=64, **opts)
+        except PlatformLimitError as err:
+            print(f"  {label} {name} [{quant_func}]: does not convert: {str(err).splitlines()[-1][:200]}")
+            continue
+        if "ref" not in runs:
+            runs["ref"] = art.graph.run(test)[0]
+        runs[name] = (art, art.simulate(test)[0])
+    ref, rows = runs.pop("ref", None), {}
+    c_out = runs.get("C", (None, None))[1]
+    for name, (art, out) in runs.items():
+        cos = cosines(ref, out)
+        agree = int(np.sum(ref.argmax(1) == out.argmax(1)))
+        row = f"  {label} {name:8s} [{quant_func}]: vs float cosine {cos.mean():.4f} ({cos.min():.4f}), " \
+              f"top-1 {agree}/{len(ref)}"
+        if name != "C" and c_out is not None:
+            row += f"; vs C cosine {cosines(c_out, out).mean():.4f}, top-1 {int(np.sum(c_out.argmax(1) == out.argmax(1)))}"
+            totals = art.report.totals
+            row += f"; KPU RAM peak {totals['KPU RAM peak (bytes)']:,}, main memory {totals['main memory (bytes)']:,}"
+        print(row, flush=True)
+        rows[name] = (cos.mean(), cos.min(), agree, len(ref))
+    return rows
+
+
+def mini_xception():
+    """(model path, faces as grayscale x / 127.5 - 1) of the shared trained mini-Xception."""
+    from emc.datasets import load_dataset
+    data = load_dataset(REFERENCE / "images" / "faces", (64, 64, 1), dataset_func="img_neg1_1")
+    return str(REFERENCE / "float-models" / "fer_mini_xception_64.h5"), data
+
+
+def trained_mobilenet():
+    """(model, calibration images, test images) of bench/train_mobilenet_digits.py, or None before it ran."""
+    folder = ROOT / "out" / "bench"
+    if not (folder / "mobilenet_digits.keras").exists():
+        print("  (no trained MobileNet: run python bench/train_mobilenet_digits.py once)")
+        return None
+    import keras
+    arrays = np.load(folder / "digits_test.npz")
+    model = keras.models.load_model(folder / "mobilenet_digits.keras")
+    return model, arrays["calib"].astype(np.float32) / 127.5 - 1, arrays["images"].astype(np.float32) / 127.5 - 1
+
+
+def bench_accuracy(images):
+    print("accuracy: K210 against float and against emc's int8 C")
+    path, faces = mini_xception()
+    accuracy_rows(path, faces, faces, "img_neg1_1", "mini-Xception 64 gray (20 faces)")
+    trained = trained_mobilenet()
+    if trained is not None:
+        model, calib, test = trained
+        accuracy_rows(model, calib, test, "img_neg1_1", "MobileNet 0.25/128 digits (60 test images)")
+    mobilenet = mobilenet_v1(images[:8])
+    accuracy_rows(mobilenet, images, images[:8], "img_0_1", "MobileNet v1 1.0/224 ZeroPadding form, 8 images")
+    keras_mobilenet = keras_applications_mobilenet(images[:8])
+    signed = images * 2.0 - 1.0                     # its own preprocessing, x / 127.5 - 1: pixel zero point 128
+    accuracy_rows(keras_mobilenet, signed, signed[:8], "img_neg1_1",
+                  "keras.applications.MobileNet 1.0/224 (TF-same, x/127.5-1), 8 images")
+
+
+def bench_calibration():
+    print("calibration strategies on trained networks (K210 v3; v4 has the same KPU arithmetic)")
+    path, faces = mini_xception()
+    trained = trained_mobilenet()
+    for quant_func in ("minmax", "kld", "l2", "percentile:99.99"):
+        accuracy_rows(path, faces, faces, "img_neg1_1", "mini-Xception", quant_func, versions=(3,))
+        if trained is not None:
+            model, calib, test = trained
+            accuracy_rows(model, calib, test, "img_neg1_1", "MobileNet digits", quant_func, versions=(3,))
+
+
+if __name__ == "__main__" and {"--accuracy", "--calibration"} & set(sys.argv[1:]):
+    if "--accuracy" in sys.argv:
+        bench_accuracy(calibration_images())
+    if "--calibration" in sys.argv:
+        bench_calibration()
+elif __name__ == "__main__":
     images = calibration_images()
     if sys.argv[1:] == ["--mobilenet-v2"]:
         mobilenet_v2_rows(images)

@@ -143,6 +143,8 @@ def convert(net, platform="k210", dataset=None, dataset_func="img_0_1", quant_fu
     artefact.graph = graph
     artefact.sources = [s for s in (net, dataset) if isinstance(s, (str, os.PathLike))]   # save() never overwrites them
     artefact.calibration = calibration
+    if hasattr(artefact, "measure"):          # per-layer accuracy on the calibration data, for the report
+        artefact.measure(graph, data)
     log.info("%s", artefact.report)
     return artefact
 

@@ -37,3 +37,30 @@ def first_fit(intervals, order):
         offsets[key] = offset
         placed.append(item)
     return offsets
+
+
+# Orders for first_fit over (key, size, first, last, ...) intervals: the planners try each and keep the smallest.
+ORDERS = {
+    "first use": lambda t: (t[2], t[3]),
+    "size": lambda t: (-t[1], t[2]),
+    "start, larger first": lambda t: (t[2], -t[1]),
+    "size x lifetime": lambda t: (-(t[3] - t[2] + 1) * t[1], t[2]),
+    "lifetime": lambda t: (-(t[3] - t[2]), -t[1], t[2]),
+}
+
+
+def live_peak(intervals):
+    """The largest total size of intervals alive at one step: no placement can use less."""
+    events = sorted({t[2] for t in intervals})
+    return max((sum(t[1] for t in intervals if t[2] <= step <= t[3]) for step in events), default=0)
+
+
+def best_first_fit(intervals, orders=tuple(ORDERS)):
+    """(extent, {key: offset}, order name) of the first_fit order (names of ORDERS) that needs the least space."""
+    best = None
+    for name in orders:
+        offsets = first_fit(intervals, ORDERS[name])
+        extent = max((offsets[t[0]] + t[1] for t in intervals), default=0)
+        if best is None or extent < best[0]:
+            best = (extent, offsets, name)
+    return best

@@ -9,6 +9,7 @@ import logging
 from ...errors import EmcError, PlatformLimitError
 from ...passes.channels import split_channels
 from .artefact import K210Artefact, build_report, device_tensors
+from .layer_snr import snr_targets
 from .lowering.lower import Lowering
 from .lowering.planner import K210_SRAM, plan_memory
 from .lowering.table import TABLE, supported_kinds
@@ -120,6 +121,7 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
     log.debug("k210: kmodel v%d, %d layers, %d bytes", version, len(layers), len(kmodel))
     artefact = K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
     artefact.layer_tensors = device_tensors(low, layers, graph)
+    artefact.snr_targets = snr_targets(layers, graph)
     return artefact
 
 

@@ -104,6 +104,12 @@ class K210Artefact(Artefact):
         self.outputs = outputs                    # [(graph name, shape, layout, dtype, quant, producer index)]
         self.layer_tensors = {}                   # device layer index -> graph tensor it computes (or None)
         self._model = None
+        self.snr_targets = {}                     # KPU layer -> where its output is and which float tensor it is
+
+    def measure(self, graph, x):
+        """Add each KPU layer's output SNR against the float `graph` on inputs x (calibration data) to the report."""
+        from .layer_snr import add_snr_to_report, layer_snr
+        add_snr_to_report(self.report, layer_snr(self, graph, x))
 
     def save(self, path):
         """Write the kmodel, and next to it `<file>.emc.json` (report, layer -> graph tensor map) for emc's own

@@ -60,31 +60,46 @@ def activation_fn(act):
     return lambda x: np.asarray(fn(np.asarray(x, np.float64), act.alpha), np.float64)
 
 
+class ActShape:
+    """An activation's segments in real units, independent of the v scale: (seg0 code, [(x0, code, slope)])."""
+
+    def __init__(self, act, pre_range, out_quant):
+        scale, zp = float(out_quant[0]), float(out_quant[1])
+        if act.name == "softmax":
+            raise QuantizationError("softmax cannot be a KPU activation; it runs as a CPU SOFTMAX layer")
+        fn = activation_fn(act)
+        lo_out, hi_out = (0.0 - zp) * scale, (255.0 - zp) * scale
+        self.act = act
+        self.codes = lambda x: np.clip(fn(x), lo_out, hi_out) / scale + zp
+        self.lo, self.hi = float(min(pre_range)), float(max(pre_range))
+        if act.name in PIECEWISE_KINKS:
+            self.seg0, self.pieces = _exact_pieces(fn, PIECEWISE_KINKS[act.name](act.alpha), lo_out, hi_out,
+                                                   scale, zp)
+            self.method = "exact"
+        else:
+            self.seg0, self.pieces = _fitted_pieces(self.codes, *_fit_domain(self.codes, self.lo, self.hi))
+            self.method = "fit"
+
+    def table(self, v_scale, max_shift=MAX_ACT_SHIFT, points=200001):
+        """The integer table for v = round(pre-activation * v_scale), its max error measured at `points` v."""
+        table = _encode(self.seg0, self.pieces, v_scale, max_shift, self.act)
+        table.method = self.method
+        table.max_error = _measure(table, self.codes, v_scale, self.lo, self.hi, points)
+        return table
+
+    def error(self, v_scale, max_shift=MAX_ACT_SHIFT, points=4097):
+        """Max |table(v) - exact code| (unrounded, so >= 0.5 at best) over the range, at about `points` v."""
+        table = _encode(self.seg0, self.pieces, v_scale, max_shift, self.act)
+        v = _sample_v(table, v_scale, self.lo, self.hi, points)
+        return float(np.max(np.abs(table.apply(v).astype(np.float64) - self.codes(v / v_scale))))
+
+
 def build_act_table(act, v_scale, pre_range, out_quant, max_shift=MAX_ACT_SHIFT):
     """Table for activation `act`: v = round(pre-activation * v_scale), output real = (code - zp) * scale.
 
     pre_range is the calibrated range of the pre-activation; outside it the table continues its end pieces.
     """
-    scale, zp = float(out_quant[0]), float(out_quant[1])
-    if act.name == "softmax":
-        raise QuantizationError("softmax cannot be a KPU activation; it runs as a CPU SOFTMAX layer")
-    fn = activation_fn(act)
-    lo_out, hi_out = (0.0 - zp) * scale, (255.0 - zp) * scale
-
-    def clipped_codes(x):
-        return np.clip(fn(x), lo_out, hi_out) / scale + zp
-
-    lo, hi = float(min(pre_range)), float(max(pre_range))
-    if act.name in PIECEWISE_KINKS:
-        seg0, pieces = _exact_pieces(fn, PIECEWISE_KINKS[act.name](act.alpha), lo_out, hi_out, scale, zp)
-        method = "exact"
-    else:
-        seg0, pieces = _fitted_pieces(clipped_codes, *_fit_domain(clipped_codes, lo, hi))
-        method = "fit"
-    table = _encode(seg0, pieces, v_scale, max_shift, act)
-    table.method = method
-    table.max_error = _measure(table, clipped_codes, v_scale, lo, hi)
-    return table
+    return ActShape(act, pre_range, out_quant).table(v_scale, max_shift)
 
 
 # ---- piecewise-linear activations -------------------------------------------------------------------------
@@ -227,14 +242,19 @@ def _encode(seg0_code, pieces, v_scale, max_shift, act):
     return ActTable(x_start, mul, shift, add, 0, "", act)
 
 
-def _measure(table, codes_fn, v_scale, lo, hi, points=200001):
-    """Max |table(v) - round(exact code)| over the calibrated range (every v, or a dense sample of them)."""
+def _sample_v(table, v_scale, lo, hi, points):
+    """Integer v over [lo, hi] * v_scale: every one, or `points` of them, plus each segment start and the next."""
     a, b = lo * v_scale, hi * v_scale
     if b - a < points:
         v = np.arange(int(np.floor(a)), int(np.ceil(b)) + 1, dtype=np.int64)
     else:
         v = np.unique(np.round(np.linspace(a, b, points)).astype(np.int64))
     starts = table.x_start[(table.x_start > a) & (table.x_start < b)]
-    v = np.unique(np.concatenate([v, starts, starts + 1]))
+    return np.unique(np.concatenate([v, starts, starts + 1]))
+
+
+def _measure(table, codes_fn, v_scale, lo, hi, points=200001):
+    """Max |table(v) - round(exact code)| over the calibrated range (every v, or a dense sample of them)."""
+    v = _sample_v(table, v_scale, lo, hi, points)
     exact = np.clip(np.round(codes_fn(v / v_scale)), 0, 255)
     return int(np.max(np.abs(table.apply(v).astype(np.int64) - exact.astype(np.int64))))

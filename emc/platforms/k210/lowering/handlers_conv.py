@@ -119,7 +119,7 @@ def kpu_conv(ctx, node, plan):
         if src.quant is None:
             src.quant = ctx.quant_of(src.name)
         in_q = src.quant
-    if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0:
+    if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0 and src.affine is None:
         unshift(plan)              # v3's CPU padding writes code 0 only: select from the full-size map instead
     c_in = kernel.shape[2]
     if plan.padded:
@@ -174,11 +174,16 @@ def prepadded(ctx, node, src, pads, in_q, blind=False):
     """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
     quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0 -- right for any
     quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4)."""
+    if ctx.version == 3 and in_q.zero_point != 0 and not blind and src.affine is not None and pads[2:] == (0, 0):
+        u8 = ctx.padded_input(node.name + ":pad", src, pads[:2], in_q)     # the model input: rows of its zero point
+        return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
     if ctx.version == 3 and in_q.zero_point != 0 and not blind:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
                           f"point {in_q.zero_point}; pad a non-negative tensor (after a relu), use padding='same' "
                           f"or kmodel v4")
         return None, None
+    if src.affine is not None and src.quant is None and U8 not in src.forms:
+        src.forms[U8] = ctx.download_input(src, in_q)      # pixels with a fractional zero point (e.g. img_neg1_1)
     u8 = ctx.pad_map(node.name + ":pad", ctx.need(src, U8), src.chw, pads, in_q.zero_point, in_q)
     return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
 

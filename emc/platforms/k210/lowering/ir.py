@@ -62,6 +62,29 @@ class Buffer:
         return f"<{self.where} {self.dtype} {'x'.join(map(str, self.shape))} {self.name}{where}>"
 
 
+class BufferView(Buffer):
+    """A map read from `offset` bytes into a main-memory buffer, in place: a CPU layer reads a shifted map without a
+    copy (the planner places the parent; the parent's min_bytes must cover the view)."""
+
+    def __init__(self, parent, offset, shape):
+        super().__init__(f"{parent.name}+{offset}", parent.where, parent.dtype, shape, parent.quant)
+        self.parent, self.offset = parent, int(offset)
+
+    @property
+    def address(self):
+        return None if self.parent.address is None else self.parent.address + self.offset
+
+    @address.setter
+    def address(self, value):
+        if value is not None:
+            raise ValueError("a buffer view takes its address from its parent")
+
+
+def storage(buf):
+    """The buffer that owns the memory of `buf` (itself, or a view's parent)."""
+    return buf.parent if isinstance(buf, BufferView) else buf
+
+
 class Layer:
     """One kmodel v3 layer: its type code, graph origin, buffers read and written, and body parameters."""
 

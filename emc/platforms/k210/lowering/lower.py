@@ -15,7 +15,7 @@ from ..chip.cpu_math import pool_wraps
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
 from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
                        sole_consumer)
-from .ir import CODE, F32, KPU, MAIN, U8, Buffer, Layer, V4Layer, Value
+from .ir import CODE, F32, KPU, MAIN, U8, Buffer, BufferView, Layer, V4Layer, Value
 from .quantize import KpuConvParams, Quant
 from .table import TABLE
 
@@ -340,27 +340,48 @@ class Lowering:
             conv_layer.outputs.append(main)
         return main
 
-    def download_input(self, v):
-        """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy)."""
-        quant = v.quant or self._pixel_quant(v)
+    def download_input(self, v, quant=None, extra_code=None):
+        """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy); with
+        extra_code, one more output channel holds that code everywhere (zero weights, the code as bias)."""
+        quant = quant or v.quant or self._pixel_quant(v)
         if quant is None:
             self.problem(v.name, "the input feeds a CPU layer, which needs one (scale, zero point) for all "
                                  "channels and an integer zero point; put a conv first or use img_0_1/img_0_255")
             return self.buffer(v.name, MAIN, U8, v.chw)
         c, h, w = v.chw
         zp = quant.zero_point
-        weights = np.eye(c, dtype=np.uint8).reshape(c, c, 1, 1)
+        extra = 0 if extra_code is None else 1
+        weights = np.eye(c + extra, c, dtype=np.uint8).reshape(c + extra, c, 1, 1)
+        bn_add = np.zeros(c + extra, np.int64)
+        if extra:
+            bn_add[c] = extra_code - zp                  # v = code - zp, which the table maps back to the code
         x_start = [SEG0_X, -zp] + [UNUSED_X + i for i in range(2, SEGMENTS)]
         table = ActTable(x_start, [0, 1] + [0] * 14, [0] * 16, [0, 0] + [255] * 14, 0, "exact", "identity")
-        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c), in_quant=quant,
+        params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c + extra), in_quant=quant,
                                out_quant=quant, v_scale=1.0, arg_x=0, shr_x=0, arg_w=-zp, shr_w=0, arg_add=0,
-                               pad_value=zp, bn_mul=np.ones(c, np.int64), bn_shift=np.zeros(c, np.int64),
-                               bn_add=np.zeros(c, np.int64), act=table, kernel_size=1, depthwise=False, c_in=c,
-                               c_out=c)
-        out = self.buffer(v.name + ":copy", KPU, U8, (c, h, w), quant)
-        layer = self.emit("K210_CONV", v.name, [v.forms[KPU]], [out], macs=c * c * h * w, weight_bytes=c * c,
-                          conv=params, pool=0, in_chw=(c, h, w), out_chw=(c, h, w))
+                               pad_value=zp, bn_mul=np.ones(c + extra, np.int64),
+                               bn_shift=np.zeros(c + extra, np.int64), bn_add=bn_add, act=table, kernel_size=1,
+                               depthwise=False, c_in=c, c_out=c + extra)
+        out = self.buffer(v.name + ":copy", KPU, U8, (c + extra, h, w), quant)
+        layer = self.emit("K210_CONV", v.name, [v.forms[KPU]], [out], macs=c * (c + extra) * h * w,
+                          weight_bytes=c * (c + extra), conv=params, pool=0, in_chw=(c, h, w),
+                          out_chw=(c + extra, h, w))
         return self.stream_out(layer)
+
+    def padded_input(self, name, v, rows, quant):
+        """kmodel v3: the model input with (top, bottom) rows of its zero point's code, which v3's CPU padding
+        (code 0 only) cannot write: the identity copy carries one channel of that code, and a QUANTIZED_CONCAT
+        puts one of its rows above and below each channel of the image."""
+        c, h, w = v.chw
+        top, bottom = rows
+        main = self.download_input(v, quant, extra_code=quant.zero_point)
+        row = (main, c * h * w, w)
+        ranges = []
+        for ch in range(c):
+            ranges += [row] * top + [(main, ch * h * w, h * w)] + [row] * bottom
+        out = self.buffer(name, MAIN, U8, (c, h + top + bottom, w), quant)
+        self.emit("QUANTIZED_CONCAT", name, [main], [out], ranges=ranges)
+        return out
 
     @staticmethod
     def _pixel_quant(v):
@@ -432,21 +453,11 @@ class Lowering:
             return out
         if (sy, sx) == (1, 1):
             return self.crop(name, u8, in_chw, (r0, c0, oh, ow), quant, U8)
-        if (r0, c0) != (0, 0):
-            u8, in_chw = self.shifted(name, u8, in_chw, r0, c0, quant)
+        if (r0, c0) != (0, 0):             # read the map from (r0, c0) on in place: no shifted copy
+            c, h, w = in_chw
+            u8.min_bytes = max(u8.min_bytes, c * h * w + r0 * w + c0)   # the view reads r0 * w + c0 bytes on
+            u8 = BufferView(u8, r0 * w + c0, in_chw)
         return self.max_pool(name + ":sel", u8, in_chw, (oh, ow), (1, 1), (sy, sx), (0, 0), quant)
-
-    def shifted(self, name, u8, chw, r0, c0, quant):
-        """The map read from row r0, column c0 on, one CONCAT range per channel: element (y, x) of the result is
-        element (r0 + y, c0 + x) of the map for x < W - c0 (the last c0 columns hold the next row's first bytes,
-        which a selection of the map's columns never reaches)."""
-        c, h, w = chw
-        size = (h - r0) * w
-        u8.min_bytes = max(u8.min_bytes, c * h * w + c0)            # the last channel's range reads c0 bytes on
-        out = self.buffer(name + ":shift", MAIN, U8, (c, h - r0, w), quant)
-        self.emit("QUANTIZED_CONCAT", name, [u8], [out], ranges=[(u8, ch * h * w + r0 * w + c0, size)
-                                                                 for ch in range(c)])
-        return out, (c, h - r0, w)
 
     def crop(self, name, buf, in_chw, window, quant, dtype):
         """A crop as a CONCAT of byte ranges (one per channel, or per row when columns are cut)."""

@@ -7,7 +7,7 @@ import numpy as np
 
 from ....errors import QuantizationError
 from ....quant.params import affine_params
-from .actfit import MAX_ACT_SHIFT, activation_fn, build_act_table
+from .actfit import ActShape, activation_fn
 from .fixedpoint import fixed_mul
 
 BN_MUL_BITS = 23          # norm_mul is a signed 24-bit field
@@ -109,26 +109,45 @@ def max_slope(act, lo, hi, out_quant):
     return slope if slope > 0 else 1.0
 
 
-def choose_v_scale(a, slope, out_scale, v_absmax, act_shift=MAX_ACT_SHIFT):
-    """Units of the batch-norm output per real pre-activation value (a power of two).
+def _bn_fields(av, bits=BN_MUL_BITS, max_shift=BN_MAX_SHIFT):
+    """fixed_mul over an array of positive multipliers: (mul, shift) with the most bits the fields allow."""
+    limit = (1 << bits) - 1
+    safe = np.maximum(av, 1e-300)
+    shift = np.clip(np.floor(np.log2(limit / safe)), 0, max_shift).astype(np.int64)
+    mul = np.minimum(np.round(av * np.exp2(shift)), limit)
+    return mul, shift
 
-    Balances the precision of the batch-norm multipliers (a_o * K * 2**15 should reach 2**22) against the
-    activation slopes (slope / (out_scale * K) * 2**act_shift should reach 2**14), keeps at least two v units
-    per output code, and keeps v, the bias and the multipliers inside their fields.
+
+def bn_error(a, reach, k):
+    """Per channel: the batch-norm stage's error in v units, at the largest pre-activation `reach` (real) the
+    channel can produce -- the multiplier's rounding (or saturation) plus half a v unit of floor (centred)."""
+    av = a * k
+    mul, shift = _bn_fields(av)
+    rel = np.abs(mul * np.exp2(-shift) - av) / np.maximum(av, 1e-300)
+    return reach * k * np.where(av > 0, rel, 0.0) + 0.5
+
+
+def choose_v_scale(a, reach, shape, out_scale, v_absmax, bias_absmax, slope):
+    """(units of the batch-norm output per real pre-activation value, estimated max output error in LSB).
+
+    Searches v scales in half-octave steps over every value the fields allow and takes the one whose batch-norm
+    stage (per-channel multiplier rounding at each channel's reach, the floor) plus activation table (measured
+    against the exact codes) miss the exact output code the least; ties go to the smaller scale.
     """
-    a = a[a > 0]
-    if len(a) == 0:
-        return 1.0
-    a_min, a_max = float(a.min()), float(a.max())
     codes_per_real = slope / out_scale
-    bn_bits_at_0 = math.log2(a_min) + BN_MAX_SHIFT              # bn precision bits at K = 1
-    act_bits_at_0 = math.log2(codes_per_real) + act_shift        # act precision bits at K = 1
-    full_bn, full_act = 22 - bn_bits_at_0, act_bits_at_0 - 14
-    level = full_act if full_bn <= full_act else (act_bits_at_0 - bn_bits_at_0) / 2.0
-    level = max(level, math.log2(codes_per_real) + 1.0)           # >= 2 v units per output code
-    level = min(level, math.log2(V_LIMIT / max(v_absmax, 1e-12)) - 1.0,
-                BN_MUL_BITS - 1 - math.log2(a_max))
-    return 2.0 ** math.floor(level)
+    top = min(math.log2(V_LIMIT / max(v_absmax, 1e-12)) - 1.0,
+              math.log2(BN_ADD_LIMIT / max(bias_absmax, 1e-12)) - 1.0)
+    bottom = math.log2(max(codes_per_real, 1e-12)) - 2.0
+    best, last = None, int(math.floor(2 * top))
+    for step in range(min(int(math.ceil(2 * bottom)), last), last + 1):     # a degenerate range: the top only
+        k = 2.0 ** (step / 2.0)
+        error = float(np.max(bn_error(a, reach, k))) * codes_per_real / k + shape.error(k)
+        if best is None or error < best[1] - 1e-9:
+            best = (k, error)
+    if best is None:
+        raise QuantizationError(f"no batch-norm scale fits the KPU's fields for outputs up to {v_absmax:g}; "
+                                f"recalibrate (the range or the bias is too large)")
+    return best
 
 
 def kpu_conv_params(kernel, bias, depthwise, in_quant, pre_range, out_quant, activation):
@@ -147,16 +166,22 @@ def kpu_conv_params(kernel, bias, depthwise, in_quant, pre_range, out_quant, act
     a = in_quant.scale * s_w / s_o                                 # real per accumulator unit, per channel
     lo, hi = float(min(pre_range)), float(max(pre_range))
     slope = max_slope(activation, lo, hi, out_quant)
-    v_absmax = max(abs(lo), abs(hi), float(np.abs(bias).max(initial=0.0)), 1e-6) * 2.0
-    k = choose_v_scale(a, slope, out_quant.scale, v_absmax)
+    bias_absmax = float(np.abs(bias).max(initial=0.0))
+    v_absmax = max(abs(lo), abs(hi), bias_absmax, 1e-6) * 2.0
+    in_reach = max(in_quant.zero_point, 255 - in_quant.zero_point)
+    acc_reach = np.abs(q.reshape(c_out, -1).astype(np.float64) - zp_w).sum(axis=1) * in_reach
+    reach = np.minimum(a * acc_reach, max(abs(lo), abs(hi)))     # largest real pre-activation per channel
+    shape = ActShape(activation, (lo, hi), (out_quant.scale, out_quant.zero_point))
+    k, error = choose_v_scale(a, reach, shape, out_quant.scale, v_absmax, bias_absmax, slope)
     muls, shifts = zip(*(fixed_mul(ao * k, BN_MUL_BITS, BN_MAX_SHIFT) for ao in a))
     muls, shifts = np.array(muls, np.int64), np.array(shifts, np.int64)
     adds = np.round(bias * k + np.where(shifts > 0, 0.5, 0.0)).astype(np.int64)
     if np.any(np.abs(adds) > BN_ADD_LIMIT):
         raise QuantizationError("a bias is too large for the KPU batch-norm table (32-bit add)")
-    table = build_act_table(activation, k, (lo, hi), (out_quant.scale, out_quant.zero_point))
+    table = shape.table(k)
     return KpuConvParams(
         weights=q, s_w=s_w, zp_w=zp_w, s_o=s_o, in_quant=in_quant, out_quant=out_quant, v_scale=k,
         arg_x=-zp_w, shr_x=0, arg_w=-in_quant.zero_point, shr_w=0, arg_add=taps * zp_w * in_quant.zero_point,
+        est_error=error,
         pad_value=in_quant.zero_point, bn_mul=muls, bn_shift=shifts, bn_add=adds, act=table,
         kernel_size=w.shape[2], depthwise=depthwise, c_in=(w.shape[0] if depthwise else w.shape[1]), c_out=c_out)

@@ -1,0 +1,102 @@
+"""K210 accuracy against float and against emc's int8 C: the per-layer SNR of the report, the trained
+mini-Xception on real faces (v3 and v4), and the quantisation of one KPU layer against its exact output codes.
+"""
+import numpy as np
+import pytest
+
+import emc
+from conftest import reference_path
+from emc.datasets import load_dataset
+from emc.graph import Graph
+from emc.layers import Act, Conv2D
+from emc.platforms.k210.layer_snr import LOW_SNR_DB, SNR_SAMPLES
+from support import input_dependence, smooth_images
+
+RNG = np.random.default_rng(3)
+
+
+def cosines(a, b):
+    a, b = (np.asarray(v, np.float64).reshape(len(v), -1) for v in (a, b))
+    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def two_convs():
+    g = Graph("two_convs")
+    x = g.add_input((16, 16, 3))
+    y = g.add(Conv2D(RNG.normal(0, 0.4, (3, 3, 3, 8)), RNG.normal(0, 0.1, 8), pads=(1, 1, 1, 1),
+                     activation=Act("relu")), x, name="first")
+    g.set_outputs([g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 8, 4)), None), y, name="last")])
+    return g
+
+
+def test_report_gives_each_kpu_layer_its_snr_against_float():
+    data = smooth_images((16, 16, 3), 12, np.random.default_rng(0))
+    art = emc.convert(two_convs(), dataset=data)
+    rows = {r["layer"]: r for r in art.report.rows if r["unit"] == "KPU"}
+    assert set(rows) == {"first", "last"} and "SNR dB" in art.report.columns
+    # the last KPU layer's codes are the dequantized output: its SNR is the simulation's, worked out here
+    x = data[:SNR_SAMPLES]
+    ref, got = art.graph.run(x)[0].astype(np.float64), art.simulate(x)[0].astype(np.float64)
+    expected = 10 * np.log10(np.sum(ref ** 2) / np.sum((got - ref) ** 2))
+    assert abs(rows["last"]["SNR dB"] - expected) <= 0.06
+    assert rows["first"]["SNR dB"] > 30 and not any("under" in n for n in art.report.notes)
+
+
+def test_a_note_names_the_layers_under_30_db():
+    data = smooth_images((16, 16, 3), 12, np.random.default_rng(0))
+    art = emc.convert(two_convs(), dataset=data, quant_func="percentile:60")     # clips 40 % of every tensor
+    low = [r["layer"] for r in art.report.rows if r.get("SNR dB") is not None and r["SNR dB"] < LOW_SNR_DB]
+    note = [n for n in art.report.notes if f"under {LOW_SNR_DB:.0f} dB" in n]
+    assert low and len(note) == 1 and all(name in note[0] for name in low)
+
+
+@pytest.fixture(scope="module")
+def faces():
+    h5 = reference_path("float-models", "fer_mini_xception_64.h5")
+    folder = reference_path("images", "faces")
+    graph = emc.load_model(str(h5))
+    data = load_dataset(folder, (64, 64, 1), dataset_func="img_neg1_1")
+    return graph, data
+
+
+@pytest.fixture(scope="module")
+def c_on_faces(faces):
+    graph, data = faces
+    art = emc.convert(graph, platform="c", dataset=data, dataset_func="img_neg1_1")
+    ref, sim = graph.run(data)[0], art.simulate(data)[0]
+    return ref, cosines(ref, sim), sim.argmax(1)
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_mini_xception_on_faces_is_as_close_to_float_as_the_c_platform(faces, c_on_faces, version):
+    graph, data = faces
+    ref, c_cos, c_top = c_on_faces
+    assert input_dependence(ref) > 0.05 and len(set(ref.argmax(1))) > 2      # else agreement could not fail
+    art = emc.convert(graph, dataset=data, dataset_func="img_neg1_1", version=version)
+    sim = art.simulate(data)[0]
+    k_cos = cosines(ref, sim)
+    print(f"v{version}: K210 cosine {k_cos.mean():.4f} (min {k_cos.min():.4f}), C {c_cos.mean():.4f} "
+          f"(min {c_cos.min():.4f}); top-1 agreement K210 {np.sum(sim.argmax(1) == ref.argmax(1))}, "
+          f"C {np.sum(c_top == ref.argmax(1))} of {len(ref)}")
+    assert k_cos.mean() >= c_cos.mean() - 0.005
+    assert np.sum(sim.argmax(1) == ref.argmax(1)) >= np.sum(c_top == ref.argmax(1))
+    assert all(r["SNR dB"] > 20 for r in art.report.rows if r["unit"] == "KPU")
+
+
+def test_a_dead_layer_still_gets_a_batch_norm_scale():
+    """A pre-activation range of ~1e-6 (untrained, dead channels) leaves only the largest scale the fields allow."""
+    from emc.platforms.k210.lowering.quantize import Quant, kpu_conv_params
+    p = kpu_conv_params(RNG.normal(0, 1e-7, (1, 1, 4, 4)), np.full(4, 1e-6), False, Quant(1 / 255, 0),
+                        (0.0, 2e-6), Quant.from_range(0.0, 2e-6), Act("relu6"))
+    assert np.all(np.abs(p.bn_add) < 2 ** 31) and p.v_scale > 0
+
+
+def test_a_kpu_layer_with_a_fused_softmax_is_measured_on_its_logits():
+    g = Graph("softmax_head")
+    x = g.add_input((8, 8, 4))
+    y = g.add(Conv2D(RNG.normal(0, 0.4, (3, 3, 4, 6)), None, pads=(1, 1, 1, 1), activation=Act("relu")), x)
+    g.set_outputs([g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 6, 5)), None, activation=Act("softmax")), y,
+                         name="head")])
+    art = emc.convert(g, dataset=smooth_images((8, 8, 4), 6, np.random.default_rng(1)), version=4)
+    head = [r for r in art.report.rows if r["unit"] == "KPU" and r["layer"] == "head"]
+    assert head and head[0]["SNR dB"] > 25

@@ -14,10 +14,23 @@ FOLDED_KINDS = ("conv2d", "depthwise_conv2d", "dense")
 
 def weight_sums(step):
     """Sum of the int8 weights of each output channel, as int64."""
-    w = step.arrays["weights"].astype(np.int64)
-    if step.kind == "depthwise_conv2d":                      # [kh][kw][out_c]
+    return channel_weight_sums(step.kind, step.arrays["weights"])
+
+
+def channel_weight_sums(kind, weights):
+    """Sum of the int8 weights of each output channel of a conv (OHWI), depthwise ([kh][kw][C]) or dense layer."""
+    w = np.asarray(weights).astype(np.int64)
+    if kind == "depthwise_conv2d":
         return w.reshape(-1, w.shape[-1]).sum(axis=0)
-    return w.reshape(w.shape[0], -1).sum(axis=1)             # conv OHWI, dense [out][in]
+    return w.reshape(w.shape[0], -1).sum(axis=1)
+
+
+def foldable_bias(kind, bias, weights, in_zp):
+    """The int32 bias clipped so that bias - in_zp * (weight sum) stays in int32. Only a bias already at the int32
+    limit (a channel whose weights all but vanished) can move; the simulator and the C use the clipped value."""
+    shift = int(in_zp) * channel_weight_sums(kind, weights)
+    lo, hi = np.maximum(INT32_MIN, INT32_MIN + shift), np.minimum(INT32_MAX, INT32_MAX + shift)
+    return np.clip(np.asarray(bias, np.int64), lo, hi).astype(np.int32)
 
 
 def folded_bias(step):

@@ -10,6 +10,7 @@ from ...layers import LINEAR
 from .ir import QTensor
 from .quantize import (SOFTMAX_ZERO_POINT, activation_params, activation_table, clamp_bounds,
                        per_channel_weights, quantize_bias, requant_arrays, softmax_exp_table, symmetric_tensor)
+from .columns import FOLDED_KINDS, foldable_bias
 from .fixedpoint import quantize_multiplier
 
 from .. import registrar  # noqa: E402
@@ -103,6 +104,8 @@ def _finish_linear(ctx, node, kind, x, params, arrays, acc_scales, bias, channel
     params.update(extra)
     params["in_zp"] = x.zero_point
     arrays["bias"] = quantize_bias(bias, acc_scales, channels)
+    if kind in FOLDED_KINDS:
+        arrays["bias"] = foldable_bias(kind, arrays["bias"], arrays["weights"], x.zero_point)
     arrays.update(epi_arrays)
     ctx.emit(kind, node, [x], written, params, arrays, macs)
     if follow == "softmax":

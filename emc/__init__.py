@@ -11,16 +11,16 @@ __version__ = "0.1.0"
 def load_model(source):
     """Any supported network (Keras / TensorLayer object or file, or a Graph) -> emc.Graph."""
     from .frontends import load_model as _load
-    from .quiet import start_tensorflow_quietly
-    start_tensorflow_quietly(source)
+    from .quiet import quiet_frameworks
+    quiet_frameworks()
     return _load(source)
 
 
 def convert(net, platform="k210", **kwargs):
     """Convert a network for a platform; see emc.convert.convert."""
     from .convert import convert as _convert
-    from .quiet import start_tensorflow_quietly
-    start_tensorflow_quietly(net)
+    from .quiet import quiet_frameworks
+    quiet_frameworks()
     return _convert(net, platform=platform, **kwargs)
 
 

@@ -72,11 +72,11 @@ def _is_kmodel(path):
     return os.path.isfile(path) and is_kmodel_file(path)
 
 
-def _start_framework_quietly(path, args):
-    """TensorFlow's C++ start-up lines muted for a Keras file (all of them shown with --debug)."""
+def _quiet_frameworks(args):
+    """TensorFlow's and Keras' start-up chatter kept quiet should a framework start (all of it shown with --debug)."""
     if not args.debug:
-        from .quiet import start_tensorflow_quietly
-        start_tensorflow_quietly(path)
+        from .quiet import quiet_frameworks
+        quiet_frameworks()
 
 
 def _check_names(platform=None, quant=None, dataset_func=None):
@@ -192,7 +192,7 @@ def run_inspect(args):
     elif os.path.splitext(path)[1].lower() in (".h5", ".hdf5", ".keras"):
         from .frontends import load_model
         from .passes import optimize
-        _start_framework_quietly(path, args)
+        _quiet_frameworks(args)
         graph = optimize(load_model(path))
         print(graph.summary())
         print("(the graph after emc's passes: BatchNorm folded, activations fused, Dropout removed -- what "
@@ -254,7 +254,7 @@ def run_run(args):
     if args.top < 1:
         raise UsageError("--top must be at least 1")
     _check_names(dataset_func=args.dataset_func)
-    _start_framework_quietly(args.file, args)
+    _quiet_frameworks(args)
     runner = runner_for(args.file, args.dataset_func, args.mean, args.std)
     np.set_printoptions(precision=4, suppress=True, threshold=sys.maxsize if args.full else 20, linewidth=110)
     inputs = args.inputs
@@ -296,7 +296,7 @@ def run_compare(args):
     if not (_is_kmodel(args.file) or is_c_folder(args.file)):
         raise UsageError(f"{args.file} is neither a kmodel (v3/v4) nor an emc C artefact folder; give what "
                          f"'emc convert' wrote (or anyone's kmodel)")
-    _start_framework_quietly(args.model, args)
+    _quiet_frameworks(args)
     result = compare(args.model, args.file, args.dataset, dataset_func=args.dataset_func, mean=args.mean,
                      std=args.std, max_samples=args.max_samples, seed=args.seed, progress=_progress(args))
     print(result)
@@ -330,7 +330,7 @@ def run_evaluate(args):
     _need_file(args.model, "model")
     _need_file(args.data, "dataset")
     _check_names(dataset_func=args.dataset_func)
-    _start_framework_quietly(args.model, args)
+    _quiet_frameworks(args)
     print(evaluate_command(args, _progress(args)))
     return EXIT_OK
 

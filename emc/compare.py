@@ -385,8 +385,8 @@ def compare(net, device, data, dataset_func="img_0_1", mean=None, std=None, max_
         if graph is None:
             raise EmcError("compare() needs the float network for a device without its own graph")
     else:
-        from .quiet import start_tensorflow_quietly
-        start_tensorflow_quietly(net)
+        from .quiet import quiet_frameworks
+        quiet_frameworks()
         graph = optimize(load_model(net))
     x = _load_data(data, graph, dataset_func, mean, std, max_samples, seed)
     if input_transform is None and isinstance(dataset_func, str):

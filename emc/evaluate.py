@@ -138,8 +138,8 @@ def predictor(model, input_transform=None):
             return Predictor(folder.platform, folder.predict, input_shape=folder.input_shape)
     if not isinstance(model, Graph):
         from .frontends import load_model
-        from .quiet import start_tensorflow_quietly
-        start_tensorflow_quietly(model)
+        from .quiet import quiet_frameworks
+        quiet_frameworks()
         model = load_model(model)
     graph = model
     return Predictor("float", lambda x: graph.run(x), graph)

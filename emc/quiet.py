@@ -19,7 +19,7 @@ def filter_keras_warnings():
         warnings.filterwarnings("ignore", message=pattern, category=UserWarning)
 
 
-def start_tensorflow_quietly(source=None):
+def quiet_frameworks():
     """Keep TensorFlow's C++ start-up lines and Keras' known loading warnings off the terminal should a framework
     be imported later (a live Keras or TensorLayer object); model files are read without TensorFlow."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -106,13 +106,14 @@ def _float_runner(forward, shape, dataset_func, mean=None, std=None):
     """Runner of a float-input model: forward(x batch) -> outputs; images are read to the per-sample shape."""
     import numpy as np
 
+    from .convert import normalise
     from .datasets import IMAGE_EXTENSIONS, get
     load = get(dataset_func)
 
     def run(item):
         if os.path.splitext(item)[1].lower() in IMAGE_EXTENSIONS:
             x = np.asarray(_read_image(item, lambda p: load(p, shape)), np.float32)[None]
-            x = (x - (0.0 if mean is None else mean)) / (1.0 if std is None else std)
+            x = normalise(x, mean, std)
         else:
             x = np.asarray(_load_npy(item), np.float32)
             if x.shape == shape:
@@ -128,6 +129,7 @@ def evaluate_command(args, progress):
     """`emc evaluate MODEL DATA`: the Evaluation of the model on a labelled folder or a .npz of x and y."""
     import numpy as np
 
+    from .convert import normalise
     from .evaluate import _pixel_mapping, evaluate
     labels = read_labels(args.labels) if args.labels else None
     transform = _pixel_mapping(args.dataset_func, args.mean, args.std)
@@ -146,7 +148,7 @@ def evaluate_command(args, progress):
             raise UsageError(f"{args.data}: give a folder with one subfolder per class, or a .npz file holding "
                              f"arrays 'x' (inputs, batch first) and 'y' (labels) ({err})") from None
         if args.mean is not None or args.std is not None:
-            x = (np.asarray(x, np.float32) - (args.mean or 0.0)) / (1.0 if args.std is None else args.std)
+            x = normalise(np.asarray(x, np.float32), args.mean, args.std)
         result = evaluate(args.model, x, y, **options)
         result.labels = labels
     return result

@@ -32,13 +32,11 @@ def dot_fma(x, w):
     return acc
 
 
-def sequential_sum(values, axis=-1):
-    """Float32 sum accumulated element by element from 0, as a C loop does."""
-    values = np.moveaxis(np.asarray(values, np.float32), axis, 0)
-    acc = np.zeros(values.shape[1:], np.float32)
-    for v in values:
-        acc = (acc + v).astype(np.float32)
-    return acc
+def sequential_sum(values, init=0.0):
+    """init + v0 + v1 + ... along the last axis in float32, one rounding per step, as a C loop accumulates."""
+    values = np.asarray(values, np.float32)
+    start = np.full(values.shape[:-1] + (1,), init, np.float32)
+    return np.add.accumulate(np.concatenate([start, values], axis=-1), axis=-1, dtype=np.float32)[..., -1]
 
 
 def carry_shift(v, shift):

@@ -12,7 +12,8 @@ import logging
 import numpy as np
 
 from ....errors import EmcError, KModelFormatError
-from ..chip.cpu_math import carry_shift, dot_fma, exact_f32, fma32, pool_window_axis, pool_wraps, roundf
+from ..chip.cpu_math import (carry_shift, dot_fma, exact_f32, fma32, pool_window_axis, pool_wraps, roundf,
+                             sequential_sum)
 from ..chip.device_input import to_device_layout
 from ..chip.kpu import KPU_RAM_BYTES, kpu_conv, kpu_download, kpu_rows, kpu_upload
 from ..chip.layer_types import LAYER_TYPES
@@ -363,13 +364,6 @@ def concat(m, layer):
 
 
 # ---- float CPU layers -----------------------------------------------------------------------------------------
-def _sequential_sums(x):
-    """Row sums of a 2-D float32 array accumulated element by element from 0, as the SDK's C loops do."""
-    if x.shape[1] == 0:
-        return np.zeros(x.shape[0], np.float32)
-    return np.add.accumulate(x, axis=1, dtype=np.float32)[:, -1]
-
-
 @executes(1)
 def add(m, layer):
     b = layer.body
@@ -382,7 +376,7 @@ def add(m, layer):
 def global_average_pool2d(m, layer):
     b = layer.body
     x = m.f32(b.main_mem_in_address, b.channels * b.kernel_size, "main_mem_in_address")
-    s = _sequential_sums(x.reshape(b.channels, b.kernel_size))
+    s = sequential_sum(x.reshape(b.channels, b.kernel_size))
     return m.put(b.main_mem_out_address, (s / np.float32(b.kernel_size)).astype(np.float32), "main_mem_out_address")
 
 
@@ -421,7 +415,7 @@ def softmax(m, layer):
     x = m.f32(b.main_mem_in_address, b.channels, "main_mem_in_address")
     top = np.fmax.reduce(np.concatenate([[np.float32(1.17549435e-38)], x]).astype(np.float32))
     e = exact_f32(np.exp, (x - top).astype(np.float32))
-    s = _sequential_sums(e[None, :])[0]
+    s = sequential_sum(e)
     return m.put(b.main_mem_out_address, (e / s).astype(np.float32), "main_mem_out_address")
 
 

@@ -2,7 +2,7 @@
 programs, reduce, reduce_window2d and softmax."""
 import numpy as np
 
-from ..chip.cpu_math import exact_f32
+from ..chip.cpu_math import exact_f32, sequential_sum
 from .ops_common import (F32, c_div, c_max, c_min, clamp, executes, gather, mul_and_carry_shift, prod, window_geometry,
                          wrap32)
 
@@ -102,12 +102,6 @@ def nnil_unary_method(m, node):
 
 
 # ---- reductions --------------------------------------------------------------------------------------------------
-def _sequential_sum(values, init):
-    """init + v0 + v1 + ... along the last axis in float32, one rounding per step."""
-    start = np.full(values.shape[:-1] + (1,), init, F32)
-    return np.add.accumulate(np.concatenate([start, values.astype(F32)], axis=-1), axis=-1, dtype=F32)[..., -1]
-
-
 def _fold_minmax(values, init, fmin):
     """std::min / std::max folded from init: NaN inputs are skipped, a NaN init sticks."""
     if np.isnan(init):
@@ -132,7 +126,7 @@ def reduce(m, node):
         kept = [k for k in range(4) if k not in reduced]
         n_red = prod(in_shape[k] for k in reduced)
         values = x.transpose(kept + reduced).reshape(prod(out_shape), n_red)
-        out = _sequential_sum(values, init) if op in (0, 3) else _fold_minmax(values, init, op == 1)
+        out = sequential_sum(values, init) if op in (0, 3) else _fold_minmax(values, init, op == 1)
     else:                          # coordinates past a smaller output dim fold into index 0 (nncase semantics)
         idx = np.ix_(*[np.where(np.arange(i) < o, np.arange(i), 0) for i, o in zip(in_shape, out_shape)])
         flat = np.ravel_multi_index(np.broadcast_arrays(*idx), out_shape).reshape(-1) if x.size else \
@@ -204,6 +198,6 @@ def softmax(m, node):
     with np.errstate(all="ignore"):
         shifted = ((x - x.max(axis=1, keepdims=True)).astype(F32) * F32(b.beta)).astype(F32)
         e = exact_f32(np.exp, shifted)
-        total = _sequential_sum(e, 0.0)
+        total = sequential_sum(e, 0.0)
         out = (e / total[:, None]).astype(F32)
     return m.write(node.range("output"), out, "output")

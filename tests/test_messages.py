@@ -81,7 +81,17 @@ def test_a_model_with_two_inputs_names_the_platform(platform):
         emc.convert(mlp(inputs=2), platform=platform, dataset=RNG.uniform(0, 1, (4, 8)).astype(np.float32))
 
 
-def test_unsupported_layers_of_the_frontend_and_the_platform_in_one_message():
+def _as_given(model, form, tmp_path):
+    """The live Keras model, or the path of it saved as a .keras / .h5 file (read by emc without TensorFlow)."""
+    if form == "live":
+        return model
+    path = tmp_path / f"model.{form}"
+    model.save(path)
+    return str(path)
+
+
+@pytest.mark.parametrize("form", ["live", "keras", "h5"])
+def test_unsupported_layers_of_the_frontend_and_the_platform_in_one_message(form, tmp_path):
     keras = pytest.importorskip("keras")
     k = keras.layers
     x = keras.Input((16, 16, 3))
@@ -89,10 +99,27 @@ def test_unsupported_layers_of_the_frontend_and_the_platform_in_one_message():
     y = k.SeparableConv2D(4, 3, dilation_rate=2, padding="same", name="dilated")(y)
     model = keras.Model(x, k.GlobalAveragePooling2D()(y))
     with pytest.raises(emc.UnsupportedLayerError) as err:
-        emc.convert(model, platform="k210", dataset=RNG.uniform(0, 1, (4, 16, 16, 3)).astype(np.float32))
+        emc.convert(_as_given(model, form, tmp_path), platform="k210",
+                    dataset=RNG.uniform(0, 1, (4, 16, 16, 3)).astype(np.float32))
     text = str(err.value)
     assert "'up' (conv2d_transpose)" in text and "'norm' (LayerNormalization)" in text    # platform + frontend
     assert "dilated" in text and "dilation" in text and "3 layer(s)" in text
+
+
+@pytest.mark.parametrize("form", ["live", "keras", "h5"])
+def test_a_refused_layer_that_changes_the_shape_still_lets_the_later_ones_be_checked(form, tmp_path):
+    """A Sequential .h5 records no tensor shapes: the refused grouped conv's output shape comes from its config."""
+    keras = pytest.importorskip("keras")
+    k = keras.layers
+    model = keras.Sequential([keras.Input((16, 16, 4)), k.Conv2D(8, 3, groups=2, name="grouped"),
+                              k.SeparableConv2D(4, 3, dilation_rate=2, padding="same", name="dilated"),
+                              k.GlobalAveragePooling2D()])
+    with pytest.raises(emc.UnsupportedLayerError) as err:
+        emc.convert(_as_given(model, form, tmp_path), platform="k210",
+                    dataset=RNG.uniform(0, 1, (4, 16, 16, 4)).astype(np.float32))
+    text = str(err.value)
+    assert "'grouped' (Conv2D): grouped convolution" in text and "2 layer(s)" in text
+    assert "'dilated/depthwise'" in text and "14,112 float MACs" in text    # 14x14x8 outputs x 9 taps, on 14x14
 
 
 def test_an_stm32_build_that_overflows_flash_is_one_line_with_the_sizes():

@@ -6,7 +6,7 @@ from .. import layers as L
 from ..errors import ModelLoadError, UnsupportedLayerError
 from ..graph import Graph
 from .keras_layers import (HANDLERS, SUPPORTED_KERAS_LAYERS, KerasLayer, config_problem,  # noqa: F401
-                           convert_layer, raise_problems)
+                           convert_layer, partial_graph, raise_problems)
 
 log = logging.getLogger(__name__)
 
@@ -130,17 +130,6 @@ def _graph_entry(model):
     return inputs, outputs
 
 
-def _partial(graph, out_names, stand_ins):
-    """(graph, stand-in names) of what could be converted, for a platform to check; None if unusable. The
-    stand-ins stay input nodes but not model inputs: a platform then checks the layers after them as usual."""
-    try:
-        graph.set_outputs([n for n in out_names if n is not None])
-        graph.inputs = [n for n in graph.inputs if n not in stand_ins]
-        return graph, list(stand_ins)
-    except Exception:                    # noqa: BLE001 -- only extra information; the frontend's list stands
-        return None
-
-
 def from_keras(model_or_path):
     """Build an emc.Graph from a Keras model or a .keras / .h5 file (every unsupported layer listed at once).
     A file is read with h5py alone: TensorFlow is imported only for a live Keras object."""
@@ -154,7 +143,7 @@ def from_keras(model_or_path):
     out_names = [walker.tensor(t) for t in outputs]
     for t in inputs:       # an input no output depends on still belongs to the model's signature
         walker.tensor(t)
-    raise_problems(model.name, problems, _partial(graph, out_names, walker.stand_ins) if problems else None)
+    raise_problems(model.name, problems, partial_graph(graph, out_names, walker.stand_ins) if problems else None)
     graph.inputs = [walker.names[id(t)] for t in inputs]
     graph.set_outputs(out_names)
     log.debug("converted Keras model '%s': %d layers", model.name, len(graph))

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import ModelLoadError, UnsupportedLayerError
 from ..graph import Graph
-from .keras_layers import KerasLayer, config_problem, convert_layer, raise_problems
+from .keras_layers import KerasLayer, config_problem, convert_layer, partial_graph, raise_problems
 
 MODEL_CLASSES = ("Functional", "Model", "Sequential")
 
@@ -168,11 +168,68 @@ def _ops_call(entry, keras2):
     return None
 
 
+# Layers whose output has their input's shape: a stand-in after their failure needs no recorded shape.
+SHAPE_KEEPING = {"LayerNormalization", "GroupNormalization", "UnitNormalization", "Activation", "Dropout",
+                 "BatchNormalization", "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "ThresholdedReLU"}
+
+
+def _recorded_shapes(layers):
+    """{(layer, node, index): per-sample shape} of the tensors a Keras 3 config records in its inbound nodes
+    (Keras 2 configs record none): the output shapes of layers emc cannot convert."""
+    shapes = {}
+
+    def visit(value):
+        if isinstance(value, dict):
+            config = value.get("config")
+            if value.get("class_name") == "__keras_tensor__" and isinstance(config, dict):
+                history, shape = config.get("keras_history"), config.get("shape")
+                if isinstance(history, list) and len(history) == 3 and isinstance(shape, list) and shape:
+                    shapes[tuple(history)] = tuple(shape[1:])
+            for item in value.values():
+                visit(item)
+        elif isinstance(value, list):
+            for item in value:
+                visit(item)
+
+    for entry in layers:
+        visit(entry.get("inbound_nodes") or [])
+    return shapes
+
+
+def _output_shape(cls, config, shape):
+    """A layer's per-sample output shape from its config, for the layers that keep their input's shape and the
+    channels-last convolutions (what files without recorded shapes need after a refused layer); else None."""
+    if cls in SHAPE_KEEPING:
+        return tuple(shape)
+    if not cls.endswith(("Conv1D", "Conv2D", "DepthwiseConv2D")) or config.get("data_format") == "channels_first":
+        return None
+    rank = len(shape) - 1
+    try:
+        kernel, strides, dilation = (_per_axis(config.get(key, 1), rank)
+                                     for key in ("kernel_size", "strides", "dilation_rate"))
+        spatial = [-(-n // s) if config.get("padding") == "same" else -(-(n - d * (k - 1)) // s)
+                   for n, k, s, d in zip(shape[:-1], kernel, strides, dilation)]
+        channels = config.get("filters") or shape[-1] * int(config.get("depth_multiplier", 1))
+    except (TypeError, ValueError):
+        return None
+    return tuple(spatial) + (int(channels),) if min(spatial) > 0 else None
+
+
+def _per_axis(value, rank):
+    return [int(v) for v in value] if isinstance(value, (list, tuple)) else [int(value)] * rank
+
+
+def _built_input_shape(entry):
+    """The per-sample input shape a Keras 3 config records for a layer once built, or None."""
+    shape = ((entry.get("build_config") or {}).get("input_shape")) if isinstance(entry, dict) else None
+    return tuple(shape[1:]) if isinstance(shape, list) and shape and not isinstance(shape[0], list) else None
+
+
 class _Builder:
     """Adds the layers of a model config to one graph, listing every layer it cannot convert."""
 
     def __init__(self, graph, keras2):
-        self.graph, self.keras2, self.problems = graph, keras2, []
+        self.graph, self.keras2, self.problems, self.stand_ins = graph, keras2, [], []
 
     def model(self, entry, scope, inputs=None):
         """Build a (possibly nested) model; returns (input tensor names, output tensor names)."""
@@ -181,7 +238,9 @@ class _Builder:
             return self._sequential(config, scope, inputs)
         return self._functional(config, scope, inputs)
 
-    def layer(self, entry, inputs, scope):
+    def layer(self, entry, inputs, scope, out_shape=None):
+        """The layer's output tensor; after a problem, a stand-in input of its output shape (out_shape as the
+        file records it, else the input's for a shape-keeping layer) so the layers after it are still checked."""
         cls, name, config = entry["class_name"], entry_name(entry), entry["config"]
         reason = _ops_call(entry, self.keras2) or config_problem(cls, config)
         if reason is None and None in inputs:     # fed by a layer that could not be converted
@@ -192,12 +251,18 @@ class _Builder:
         except UnsupportedLayerError as err:
             reason = str(err)
         self.problems.append(f"'{name}' ({cls}): {reason}")
-        return None
+        if out_shape is None and len(inputs) == 1 and inputs[0] is not None:
+            out_shape = _output_shape(cls, config, self.graph[inputs[0]].shape)
+        if out_shape is None or any(d is None for d in out_shape):
+            return None
+        stand_in = self.graph.add_input(tuple(out_shape), f"{name}~unconverted")
+        self.stand_ins.append(stand_in)
+        return stand_in
 
-    def _call(self, entry, inputs, scope):
+    def _call(self, entry, inputs, scope, out_shape=None):
         """One call of a layer, or of a nested model: the list of its outputs (None: not convertible)."""
         if not _is_model(entry):
-            return [self.layer(entry, inputs, scope)]
+            return [self.layer(entry, inputs, scope, out_shape)]
         return None if None in inputs else self.model(entry, scope, inputs)[1]
 
     def _sequential(self, config, scope, inputs):
@@ -215,7 +280,8 @@ class _Builder:
                 inputs, started = [x], True
             if is_input:
                 continue
-            outputs = self._call(entry, [x], slots[name])
+            following = entries[entries.index(entry) + 1:]
+            outputs = self._call(entry, [x], slots[name], _built_input_shape(following[0]) if following else None)
             x = None if outputs is None else outputs[0]
         return inputs, [x]
 
@@ -224,7 +290,7 @@ class _Builder:
         slots = scope.children(config["layers"], sequential=False)
         input_refs, output_refs = _refs(config["input_layers"]), _refs(config["output_layers"])
         seeded = dict(zip((ref[0] for ref in input_refs), inputs)) if inputs is not None else {}
-        made, calls, shift = {}, {}, _node_shift(config)
+        made, calls, shift, shapes = {}, {}, _node_shift(config), _recorded_shapes(config["layers"])
 
         def tensor(ref):
             layer, node, index = ref
@@ -242,7 +308,7 @@ class _Builder:
                             raise ModelLoadError(f"the model config reads call {node} of layer '{layer}', "
                                                  f"which has {len(nodes)}")
                         reads = [tensor(r) for r in _node_refs(nodes[at])]
-                        calls[(layer, node)] = self._call(entry, reads, slots[layer])
+                        calls[(layer, node)] = self._call(entry, reads, slots[layer], shapes.get((layer, node, 0)))
                     made[ref] = None if calls[(layer, node)] is None else calls[(layer, node)][index]
             return made[ref]
 
@@ -303,7 +369,9 @@ def read_keras_file(path):
         except (KeyError, TypeError, IndexError) as err:
             raise ModelLoadError(f"cannot load Keras model {path}: unexpected model config "
                                  f"({type(err).__name__}: {err})") from None
-        raise_problems(name, builder.problems)
+        if builder.problems:
+            raise_problems(name, builder.problems,
+                           partial_graph(graph, list(outputs), builder.stand_ins) if outputs is not None else None)
     finally:
         for handle in handles:
             if hasattr(handle, "close"):

@@ -448,6 +448,17 @@ def unsupported_layers(model_name, problems):
     return err
 
 
+def partial_graph(graph, out_names, stand_ins):
+    """(graph, stand-in names) of what could be converted, for a platform to check; None if unusable. The
+    stand-ins stay input nodes but not model inputs: a platform then checks the layers after them as usual."""
+    try:
+        graph.set_outputs([n for n in out_names if n is not None])
+        graph.inputs = [n for n in graph.inputs if n not in stand_ins]
+        return graph, list(stand_ins)
+    except Exception:                    # noqa: BLE001 -- only extra information; the frontend's list stands
+        return None
+
+
 def raise_problems(model_name, problems, partial=None):
     """One UnsupportedLayerError listing every layer emc cannot convert (nothing when the list is empty);
     partial = (graph, stand-in names) of what could be converted, kept on the error for a platform check."""

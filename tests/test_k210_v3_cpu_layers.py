@@ -263,3 +263,22 @@ def test_the_kpu_prelude_streams_its_output_to_main_memory():
     image = np.arange(8, dtype=np.uint8).reshape(1, 8, 1) * 30
     outs, trace = run_kmodel(data, image, trace=True)
     assert outs[0].tolist() == list(range(0, 240, 30)) and trace[0][2].shape == (1, 1, 8)
+
+
+def test_a_concat_of_a_few_large_inputs_loads_and_runs():
+    """A concat's input sizes are sizes, not one shape: four 756-byte parts (emc wrote such a file) load and join,
+    although 756^4 would exceed any tensor of the K210."""
+    values = RNG.integers(0, 256, 756)
+    parts = struct.pack("<8I", *[v for _ in range(4) for v in (Q, 756)])
+    concat = (17, struct.pack("<3I", 0, B, 4) + parts)
+    data, x = uint8_program(values, concat, outputs=[(B, 4 * 756)])
+    joined, = run_kmodel(data, x)
+    assert joined.tolist() == values.tolist() * 4
+
+
+def test_a_concat_part_larger_than_the_chip_is_refused():
+    values = RNG.integers(0, 256, 8)
+    concat = (17, struct.pack("<3I", 0, B, 2) + struct.pack("<4I", Q, 8, Q, 9 << 20))
+    data, _ = uint8_program(values, concat, outputs=[(B, 8)])
+    with pytest.raises(KModelFormatError, match=r"input sizes \(8, 9437184\) spans more than 8,388,608"):
+        load_kmodel(data)

@@ -15,23 +15,25 @@ def span(shape):
     return total
 
 
-def check_shape(what, field, shape, offset):
-    """KModelFormatError unless every dimension is >= 0 and the shape spans at most MAX_ELEMENTS. A longer
-    tuple (a concat's input sizes) is a list of sizes: each one is bounded instead."""
+def check_shape(what, field, shape, offset, sizes=False):
+    """KModelFormatError unless every dimension is >= 0 and the shape spans at most MAX_ELEMENTS. With sizes
+    (a concat's input sizes), or for a tuple longer than any tensor's rank, each entry is a size of its own."""
     if shape is None:
         return
     dims = tuple(int(d) for d in shape)
     shown = dims if len(dims) <= 6 else dims[:6] + ("...",)
     if any(d < 0 for d in dims):
         raise KModelFormatError(f"{what}: {field} {shown} has a negative dimension", offset, field)
-    if max((span((d,)) if len(dims) > 4 else span(dims) for d in dims), default=1) > MAX_ELEMENTS:
+    if max((span((d,)) for d in dims) if sizes or len(dims) > 4 else [span(dims)], default=1) > MAX_ELEMENTS:
         raise KModelFormatError(f"{what}: {field} {shown} spans more than {MAX_ELEMENTS:,} elements (zero "
                                 f"dimensions counted as 1): no tensor on the K210 holds that many", offset, field)
 
 
 def check_described(what, info, offset, extra=()):
     """Check the input / output shapes and MACs of a layer's description, plus (field, shape) pairs in extra."""
-    for field, shape in [("input shape", info.get("input")), ("output shape", info.get("output"))] + list(extra):
+    check_shape(what, "input sizes" if info.get("input_sizes") else "input shape", info.get("input"), offset,
+                sizes=bool(info.get("input_sizes")))
+    for field, shape in [("output shape", info.get("output"))] + list(extra):
         check_shape(what, field, shape, offset)
     if int(info.get("macs") or 0) > MAX_MACS:
         raise KModelFormatError(f"{what}: {int(info['macs']):,} multiply-accumulates, more than {MAX_MACS:,}; the "

@@ -150,7 +150,7 @@ def _describe_channels(elem):
 def _describe_concat(layer, b):
     ranges = layer.extra["ranges"]
     total = int(ranges[:, 1].sum()) if len(ranges) else 0
-    return {"input": tuple(int(s) for s in ranges[:, 1]), "output": (total,), "out_bytes": total,
+    return {"input": tuple(int(s) for s in ranges[:, 1]), "input_sizes": True, "output": (total,), "out_bytes": total,
             "in_addr": " ".join(_main(int(s)) for s in ranges[:, 0]), "out_addr": _main(b.main_mem_out_address)}
 
 

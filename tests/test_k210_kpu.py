@@ -306,3 +306,48 @@ def test_tables_encode_decode():
     act2 = ActTable.from_bytes(act.to_bytes())
     for field in ("x_start", "y_mul", "shift", "add"):
         assert np.array_equal(getattr(act2, field), getattr(act, field))
+
+
+def ref_act(v, act):
+    """Spec 1.5.3 for one int: highest segment with v > x_start, carry shift, bias, clamp."""
+    seg = 0
+    for s in range(16):
+        if v > int(act.x_start[s]):
+            seg = s
+    t = (v - int(act.x_start[seg])) * int(act.y_mul[seg])
+    return min(max(ref_round_shift(t, int(act.shift[seg])) + int(act.add[seg]), 0), 255)
+
+
+@pytest.mark.parametrize("span", [3, 600, 1 << 20])
+def test_activation_of_large_arrays_matches_the_reference(span):
+    """Large inputs over a narrow range go through a table of the range; a wide range computes element-wise."""
+    starts = np.sort(RNG.integers(-300, 300, 16))
+    starts[0] = -2 ** 35
+    act = ActTable(starts, RNG.integers(-2 ** 15, 2 ** 15, 16), RNG.integers(0, 21, 16), RNG.integers(0, 256, 16))
+    v = RNG.integers(-span, span + 1, (5, 7, 300))
+    got = act.apply(v)
+    assert got.shape == v.shape and got.dtype == np.uint8
+    np.testing.assert_array_equal(got.reshape(-1), [ref_act(int(e), act) for e in v.reshape(-1)])
+
+
+@pytest.mark.parametrize("depthwise,kernel,pool", [(False, 3, 1), (True, 3, 0), (False, 1, 6)])
+def test_a_batch_gives_each_sample_its_own_output(depthwise, kernel, pool):
+    arg, x, w, bn, act = random_layer(depthwise, kernel, pool, c_in=4, c_out=5, h=8, w=12)
+    xs = RNG.integers(0, 256, (3,) + x.shape).astype(np.uint8)
+    got = kpu_conv(arg, xs, w, bn, act)
+    assert got.shape == (3,) + ref_layer(arg, xs[0], w, bn, act).shape
+    for sample, out in zip(xs, got):
+        np.testing.assert_array_equal(out, ref_layer(arg, sample, w, bn, act))
+
+
+@pytest.mark.parametrize("wmax", [255, 65535])
+def test_products_past_float32_precision_stay_exact(wmax):
+    """400 taps of 255 * 255 sum past 2^24 (and 16-bit weights past it at once): the sums must stay exact."""
+    c_in, c_out, h, w = 400, 3, 2, 5
+    arg = LayerArgument(i_ch_num=c_in - 1, o_ch_num=c_out - 1, i_row_wid=w - 1, i_col_high=h - 1,
+                        o_row_wid=w - 1, o_col_high=h - 1, kernel_type=0)
+    wts = RNG.integers(wmax - 2, wmax + 1, (c_out, c_in))
+    band = RNG.integers(250, 256, (c_in, 2, h, w)).astype(np.uint8)
+    want = np.einsum("oi,inhw->onhw", wts.astype(object), band.astype(object))
+    got = kpu._products(arg, band, wts, h, w)
+    assert got.dtype == np.int64 and (got.astype(object) == want).all()

@@ -8,6 +8,7 @@ import numpy as np
 from ....errors import EmcError, KModelFormatError
 from . import ops_conv, ops_math, ops_tensor
 from .ops_common import EXECUTORS, executes, prod
+from ..chip.layer_types import OPCODE_BY_NAME
 from ..chip.device_input import to_device_layout
 from ..chip.kpu import kpu_conv, kpu_download, kpu_rows, kpu_upload
 from .reader import KModelV4
@@ -16,6 +17,7 @@ from .structs import KPU_RAM_BYTES
 log = logging.getLogger(__name__)
 OP_MODULES = (ops_tensor, ops_math, ops_conv)      # importing them fills EXECUTORS
 MAX_WORK = 1 << 31            # element operations one node may ask for before we refuse (fuzzed files)
+SAMPLES_PER_PASS = 8          # samples run in lockstep (each has its own memories: ~2 MiB KPU RAM + main memory)
 
 
 class Machine:
@@ -83,19 +85,29 @@ def kpu_upload_op(m, node):
     return x
 
 
-@executes("kpu_conv2d")
-def kpu_conv2d_op(m, node):
+def kpu_conv2d_batched(machines, node):
+    """kpu_conv2d of one node in every machine of a lockstep run: one kpu_conv call over all their maps."""
     a, n = node.arg, node.body.batches
     c, h, w = a.in_shape
     if n == 0:
-        return np.zeros((0,) + a.out_shape, np.uint8)
-    x = kpu_download(m.kpu, a.image_src_addr, c, h, w, n).reshape(n, c, h, w)
-    y = np.stack([kpu_conv(a, x[i], node.weights, node.bn, node.act, m.arg_x_mode) for i in range(n)])
-    kpu_upload(m.kpu, a.image_dst_addr, y)
+        return [np.zeros((0,) + a.out_shape, np.uint8) for _ in machines]
+    x = np.concatenate([kpu_download(m.kpu, a.image_src_addr, c, h, w, n).reshape(n, c, h, w) for m in machines])
+    y = kpu_conv(a, x, node.weights, node.bn, node.act, machines[0].arg_x_mode)
+    outs = list(y.reshape((len(machines), n) + y.shape[1:]))
     main_out = node.range("main_mem_output")
-    if main_out.size:
-        m.write(main_out, y, "main_mem_output")
-    return y
+    for m, out in zip(machines, outs):
+        kpu_upload(m.kpu, a.image_dst_addr, out)
+        if main_out.size:
+            m.write(main_out, out, "main_mem_output")
+    return outs
+
+
+@executes("kpu_conv2d")
+def kpu_conv2d_op(m, node):
+    return kpu_conv2d_batched([m], node)[0]
+
+
+BATCHED = {OPCODE_BY_NAME["kpu_conv2d"]: kpu_conv2d_batched}     # opcode -> fn(machines, node) -> outputs
 
 
 # ---- running a model ---------------------------------------------------------------------------------------------
@@ -163,15 +175,24 @@ def _feed(m, model, sample):
         m.write(r, sample, "inputs[0]")
 
 
-def run_one(model, sample, arg_x_mode="per_channel", trace=None):
-    """Run one sample (already in device layout) and return the outputs as stored."""
-    m = Machine(model, arg_x_mode)
-    _feed(m, model, sample)
+def run_lockstep(model, samples, arg_x_mode="per_channel", trace=None):
+    """Run samples (already in device layout) node by node, one machine each, KPU layers batched over them;
+    returns the outputs as stored, per sample. trace collects the first sample's node outputs."""
+    machines = [Machine(model, arg_x_mode) for _ in samples]
+    for m, sample in zip(machines, samples):
+        _feed(m, model, sample)
     for node in model.nodes:
-        m.node = node
-        out = EXECUTORS[node.opcode](m, node)
+        for m in machines:
+            m.node = node
+        batched = BATCHED.get(node.opcode)
+        outs = batched(machines, node) if batched else [EXECUTORS[node.opcode](m, node) for m in machines]
         if trace is not None:
-            trace.append((node.index, node.name, np.array(out)))
+            trace.append((node.index, node.name, np.array(outs[0])))
+    return [_outputs(m, model) for m in machines]
+
+
+def _outputs(m, model):
+    """Every output of a finished run, as stored: float32 or uint8, flat."""
     m.node = None
     results = []
     for i, r in enumerate(model.outputs):
@@ -202,7 +223,9 @@ def run_v4(model, x, layout="hwc", trace=False, arg_x_mode="per_channel", **opti
     if not len(samples):
         raise EmcError("the input batch is empty")
     steps = [] if trace else None
-    outs = [run_one(model, s, arg_x_mode, steps if i == 0 else None) for i, s in enumerate(samples)]
+    outs = []
+    for start in range(0, len(samples), SAMPLES_PER_PASS):
+        outs += run_lockstep(model, samples[start:start + SAMPLES_PER_PASS], arg_x_mode, steps if start == 0 else None)
     results = [np.stack([o[k] for o in outs]) if batched else outs[0][k] for k in range(len(model.outputs))]
     log.debug("ran a kmodel v4 of %d nodes on %d sample(s)", len(model.nodes), len(samples))
     return (results, steps) if trace else results

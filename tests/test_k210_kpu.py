@@ -318,13 +318,21 @@ def ref_act(v, act):
     return min(max(ref_round_shift(t, int(act.shift[seg])) + int(act.add[seg]), 0), 255)
 
 
-@pytest.mark.parametrize("span", [3, 600, 1 << 20])
-def test_activation_of_large_arrays_matches_the_reference(span):
-    """Large inputs over a narrow range go through a table of the range; a wide range computes element-wise."""
+@pytest.mark.parametrize("span,steep", [(3, False), (600, False), (1 << 20, False), (1 << 40, True)])
+def test_activation_of_large_arrays_matches_the_reference(span, steep):
+    """Large inputs over a narrow range go through a table of the range (steep end segments: of the range where
+    the output still changes); a wide range computes element-wise."""
     starts = np.sort(RNG.integers(-300, 300, 16))
     starts[0] = -2 ** 35
-    act = ActTable(starts, RNG.integers(-2 ** 15, 2 ** 15, 16), RNG.integers(0, 21, 16), RNG.integers(0, 256, 16))
+    muls = RNG.integers(-2 ** 15, 2 ** 15, 16)
+    shifts = RNG.integers(0, 21, 16)
+    if steep:
+        starts[0] = -400
+        muls[[0, 15]] = RNG.choice([-1, 1], 2) * RNG.integers(2 ** 12, 2 ** 15, 2)
+        shifts[[0, 15]] = RNG.integers(0, 14, 2)
+    act = ActTable(starts, muls, shifts, RNG.integers(0, 256, 16))
     v = RNG.integers(-span, span + 1, (5, 7, 300))
+    v[0, 0, :200] = RNG.integers(-1000, 1000, 200)
     got = act.apply(v)
     assert got.shape == v.shape and got.dtype == np.uint8
     np.testing.assert_array_equal(got.reshape(-1), [ref_act(int(e), act) for e in v.reshape(-1)])

@@ -270,14 +270,34 @@ class ActTable:
     def apply(self, v):
         """uint8 result of the activation stage for int64 batch-norm outputs v (spec 1.5.3).
 
-        A large v spanning a narrow range is looked up in the table of every value of that range (same function,
-        computed once): a few passes over v instead of the segment arithmetic's fifteen."""
+        A large v is looked up in the table of the function over a range (computed once, the same function): v's
+        own range, clipped to where the output stops changing (see `flat_beyond`) -- a few passes over v instead of
+        the segment arithmetic's fifteen."""
         v = np.asarray(v, np.int64)
         if v.size >= LUT_MIN_ELEMENTS:
-            lo, hi = int(v.min()), int(v.max())
+            lo, hi = self.flat_beyond()
+            if hi - lo >= v.size // 2:
+                vmin, vmax = int(v.min()), int(v.max())
+                lo, hi = min(max(vmin, lo), hi), min(max(vmax, lo), hi)
             if hi - lo < v.size // 2:
-                return self._compute(np.arange(lo, hi + 1, dtype=np.int64)).take(np.subtract(v, lo))
+                table = self._compute(np.arange(lo, hi + 1, dtype=np.int64))
+                index = np.clip(v, lo, hi)
+                index -= lo
+                return table.take(index)
         return self._compute(v)
+
+    def flat_beyond(self):
+        """(lo, hi): the output is the same for every v <= lo, and for every v >= hi (Python ints).
+
+        Past the highest x_start segment 15 applies, below the lowest segment 0; there the output clips for good
+        once |t| >> shift passes 255 - add (rising to 255) or add (falling to 0): the carry shift stays at or above
+        the floor quotient for t >= 0 and at or below it for t < 0."""
+        def reach(seg, to_255):
+            y, s, a = int(self.y_mul[seg]), min(int(self.shift[seg]), 62), int(self.add[seg])
+            return -(-(((255 - a) if to_255 else a) << s) // abs(y)) if y else 0
+        hi = max(int(self.x_start.max()) + 1, int(self.x_start[15]) + reach(15, self.y_mul[15] > 0))
+        lo = min(int(self.x_start.min()), int(self.x_start[0]) - reach(0, self.y_mul[0] < 0))
+        return lo, hi
 
     def _compute(self, v):
         """The segment arithmetic itself, element by element."""

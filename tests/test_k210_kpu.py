@@ -318,19 +318,30 @@ def ref_act(v, act):
     return min(max(ref_round_shift(t, int(act.shift[seg])) + int(act.add[seg]), 0), 255)
 
 
-@pytest.mark.parametrize("span,steep", [(3, False), (600, False), (1 << 20, False), (1 << 40, True)])
-def test_activation_of_large_arrays_matches_the_reference(span, steep):
-    """Large inputs over a narrow range go through a table of the range (steep end segments: of the range where
-    the output still changes); a wide range computes element-wise."""
+@pytest.mark.parametrize("span,shape", [(3, "random"), (600, "random"), (1 << 20, "random"), (1 << 40, "steep"),
+                                        (1 << 36, "plateaus"), (1 << 36, "unsorted")])
+def test_activation_of_large_arrays_matches_the_reference(span, shape):
+    """Large inputs go through a table of their range, clipped to where the output still changes (steep end
+    segments; constant segments at the ends as emc and nncase write them); else element-wise."""
     starts = np.sort(RNG.integers(-300, 300, 16))
     starts[0] = -2 ** 35
     muls = RNG.integers(-2 ** 15, 2 ** 15, 16)
     shifts = RNG.integers(0, 21, 16)
-    if steep:
+    adds = RNG.integers(0, 256, 16)
+    if shape == "steep":
         starts[0] = -400
         muls[[0, 15]] = RNG.choice([-1, 1], 2) * RNG.integers(2 ** 12, 2 ** 15, 2)
         shifts[[0, 15]] = RNG.integers(0, 14, 2)
-    act = ActTable(starts, muls, shifts, RNG.integers(0, 256, 16))
+    if shape == "plateaus":                     # 0 up to the ramp, then plateaus of 255, 254 and 255 again
+        starts[15] = 2 ** 35 - 1
+        muls[[0, 1, 2, 7, 13, 14, 15]] = 0
+        adds[[0, 1, 2]], adds[[13, 14, 15]] = 0, (255, 254, 255)
+        muls[[3, 12]] = 2 ** 14, 2 ** 13
+        shifts[[3, 12]] = 4
+    if shape == "unsorted":
+        starts[[3, 9]] = starts[[9, 3]] + 1
+        starts[0] = -500
+    act = ActTable(starts, muls, shifts, adds)
     v = RNG.integers(-span, span + 1, (5, 7, 300))
     v[0, 0, :200] = RNG.integers(-1000, 1000, 200)
     got = act.apply(v)

@@ -287,17 +287,45 @@ class ActTable:
         return self._compute(v)
 
     def flat_beyond(self):
-        """(lo, hi): the output is the same for every v <= lo, and for every v >= hi (Python ints).
+        """(lo, hi) with lo <= hi: the output is the same for every v <= lo, and for every v >= hi (Python ints).
 
-        Past the highest x_start segment 15 applies, below the lowest segment 0; there the output clips for good
-        once |t| >> shift passes 255 - add (rising to 255) or add (falling to 0): the carry shift stays at or above
-        the floor quotient for t >= 0 and at or below it for t < 0."""
-        def reach(seg, to_255):
-            y, s, a = int(self.y_mul[seg]), min(int(self.shift[seg]), 62), int(self.add[seg])
-            return -(-(((255 - a) if to_255 else a) << s) // abs(y)) if y else 0
-        hi = max(int(self.x_start.max()) + 1, int(self.x_start[15]) + reach(15, self.y_mul[15] > 0))
-        lo = min(int(self.x_start.min()), int(self.x_start[0]) - reach(0, self.y_mul[0] < 0))
-        return lo, hi
+        A segment with y_mul = 0 outputs its add; one with y_mul != 0 clips for good once |t| >> shift passes
+        255 - add (rising to 255) or add (falling to 0), since the carry shift stays at or above the floor quotient
+        for t >= 0 and at or below it for t < 0. Sorted tables are walked in from both ends over the segments that
+        keep the end's value; for unsorted ones only what lies past every x_start counts."""
+        x = [int(e) for e in self.x_start]
+        if not self._sorted:
+            hi = max(max(x) + 1, x[15] + self._reach(15, self.y_mul[15] > 0))
+            lo = min(min(x), x[0] - self._reach(0, self.y_mul[0] < 0))
+            return lo, max(lo, hi)
+        hi, end = x[0], self._end_value(15, True)
+        for i in range(15, -1, -1):                          # segment i takes (x[i], x[i + 1]]
+            upper = x[i + 1] + 1 if i < 15 else None
+            if self.y_mul[i] == 0 and self.add[i] == end:
+                continue
+            if self._end_value(i, True) == end:
+                hi = x[i] + max(1, self._reach(i, end == 255))
+                hi = hi if upper is None else min(hi, upper)
+            else:
+                hi = upper
+            break
+        lo, end = x[15], self._end_value(0, False)
+        for i in range(16):                                  # segment 0 takes everything up to x[1]
+            if self.y_mul[i] == 0 and self.add[i] == end:
+                continue
+            lo = min(x[0] - self._reach(0, end == 255), x[1]) if i == 0 else x[i]
+            break
+        return lo, max(lo, hi)
+
+    def _reach(self, seg, to_255):
+        """How far past x_start[seg] the segment's output has clipped to 255 (to_255) or to 0 (0: constant)."""
+        y, s, a = int(self.y_mul[seg]), min(int(self.shift[seg]), 62), int(self.add[seg])
+        return -(-(((255 - a) if to_255 else a) << s) // abs(y)) if y else 0
+
+    def _end_value(self, seg, up):
+        """The output segment seg settles at as v grows (up) or falls away from its x_start."""
+        y = int(self.y_mul[seg])
+        return int(self.add[seg]) if y == 0 else (255 if (y > 0) == up else 0)
 
     def _compute(self, v):
         """The segment arithmetic itself, element by element."""

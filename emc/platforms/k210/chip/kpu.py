@@ -4,6 +4,7 @@ and activation tables, and the bit-exact arithmetic of one KPU layer (spec secti
 import numpy as np
 
 from ....errors import KModelFormatError
+from ...exact_matmul import exact_dtype, exact_matmul
 
 KPU_RAM_BYTES = 2 * 1024 * 1024
 KPU_LINES = KPU_RAM_BYTES // 64
@@ -11,7 +12,6 @@ LAYER_ARG_BYTES = 96
 ACT_TABLE_BYTES = 144
 BAND_ELEMENTS = 1 << 22          # work arrays of one row band of kpu_conv stay below ~32 MB of int64/float64
 LUT_MIN_ELEMENTS = 1 << 12       # ActTable.apply tabulates the value range of inputs at least this large
-F32_EXACT = 1 << 24              # float32 holds every integer below this exactly (float64: 1 << 53)
 
 
 # ---- RAM layout (spec 1.1) -------------------------------------------------------------------------------
@@ -479,21 +479,12 @@ def _offset_terms(arg, xp, wts, c_in, h, w, mode):
     return x_term, const
 
 
-def _exact_float(wts, taps):
-    """(dtype, taps per partial sum) for which sums of uint8 pixels times these weights stay exact integers."""
-    largest = 255 * max(1, int(np.abs(wts).max(initial=0)))
-    chunk = (F32_EXACT - 1) // largest
-    if chunk >= min(taps, 64):
-        return np.float32, chunk
-    return np.float64, ((1 << 53) - 1) // largest
-
-
 def _products(arg, band, wts, n, w):
     """sum_taps X * W of padded input rows band (C_in, N, n + k - 1, W + k - 1): int64 (C_out, N, n, W)."""
     k = arg.kernel
     c_in, batch = band.shape[:2]
     per_out = wts.shape[1]
-    dtype, chunk = _exact_float(wts, per_out)
+    dtype, chunk = exact_dtype(255 * int(np.abs(wts).max(initial=0)), per_out)
     if arg.depthwise:
         acc = np.zeros((len(wts), batch, n, w), dtype)
         weights = wts.astype(dtype)
@@ -510,13 +501,7 @@ def _products(arg, band, wts, n, w):
             ky, kx = divmod(t, k)
             cols[:, t] = band[:, :, ky:ky + n, kx:kx + w]
         cols = cols.reshape(c_in * k * k, batch * n * w)
-    weights = wts.astype(dtype)
-    if chunk >= per_out:
-        prod = weights @ cols                                           # exact: every partial sum is an integer
-    else:
-        prod = np.zeros((len(wts), cols.shape[1]), np.float64)
-        for t0 in range(0, per_out, chunk):
-            prod += weights[:, t0:t0 + chunk] @ cols[t0:t0 + chunk]
+    prod = exact_matmul(wts.astype(dtype), cols, chunk)
     return prod.astype(np.int64).reshape(len(wts), batch, n, w)
 
 

@@ -123,21 +123,10 @@ def input_spec(model):
 
 
 def _kpu_samples(model, x, layout):
+    """(samples (N, n, C, H, W), was_batched) for a model with its n input images in KPU RAM."""
     n, c, h, w = model.input_shapes[0]
-    if n == 1:
-        xs, batched = to_device_layout(x, (c, h, w), layout)
-        return xs[:, None], batched
-    arr = np.asarray(x)
-    single = (n, h, w, c) if layout == "hwc" else (n, c, h, w)
-    if arr.shape == single:
-        arr, batched = arr[None], False
-    elif arr.ndim == 5 and arr.shape[1:] == single:
-        batched = True
-    else:
-        raise EmcError(f"the kmodel takes {n} uint8 images of {'x'.join(map(str, single[1:]))} ({layout.upper()}) "
-                       f"per run, shape {single}, or a batch of them; got an array of shape {arr.shape}")
-    flat, _ = to_device_layout(arr.reshape((-1,) + single[1:]), (c, h, w), layout)
-    return flat.reshape((-1, n, c, h, w)), batched
+    xs, batched = to_device_layout(x, (c, h, w), layout, images=n)
+    return (xs[:, None] if n == 1 else xs), batched
 
 
 def _main_samples(model, x):

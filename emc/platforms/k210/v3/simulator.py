@@ -21,6 +21,7 @@ from .structs import MAIXEMC_FORK_TYPES, MAIXEMC_FORK_EXTRA, STOCK_SDK_TYPES
 
 log = logging.getLogger(__name__)
 EXECUTORS = {}
+BATCHED = {}                   # type code -> fn(machines, layer) -> outputs, for the layers a lockstep run batches
 DMA_SLACK = 8                  # a KPU output DMA and QUANTIZED_ADD write whole groups of 8 bytes
 KIND_U8, KIND_F32 = 1, 4       # what the last writer of a main-memory byte stored there
 SAMPLES_PER_PASS = 8           # samples run in lockstep (each has its own 2 MiB KPU RAM and main memory)
@@ -160,7 +161,7 @@ def k210_conv(m, layer):
     return k210_conv_batched([m], layer)[0]
 
 
-BATCHED = {10240: k210_conv_batched}          # type code -> fn(machines, layer) -> outputs, for lockstep runs
+BATCHED[10240] = k210_conv_batched
 
 
 @executes(10243)
@@ -437,16 +438,24 @@ def logistic(m, layer):
                  "main_mem_out_address")
 
 
+def fully_connected_batched(machines, layer):
+    """out[o] = (sum_i x[i] * w[o][i], one FMA rounding per step) + bias[o], then the loader's activation; the
+    steps run once for every machine of a lockstep run."""
+    b = layer.body
+    x = np.stack([m.f32(b.main_mem_in_address, b.in_channels, "main_mem_in_address") for m in machines])
+    for m in machines:
+        m.span(b.main_mem_out_address, 4 * b.out_channels, "main_mem_out_address")
+    out = (dot_fma(x, layer.extra["weights"]) + layer.extra["bias"]).astype(np.float32)
+    act = machines[0].sdk.fc_acts.get(b.act)
+    return [m.put(b.main_mem_out_address, act(o) if act else o, "main_mem_out_address") for m, o in zip(machines, out)]
+
+
 @executes(18)
 def fully_connected(m, layer):
-    """out[o] = (sum_i x[i] * w[o][i], one FMA rounding per step) + bias[o], then the loader's activation."""
-    b = layer.body
-    x = m.f32(b.main_mem_in_address, b.in_channels, "main_mem_in_address")
-    m.span(b.main_mem_out_address, 4 * b.out_channels, "main_mem_out_address")
-    out = (dot_fma(x, layer.extra["weights"]) + layer.extra["bias"]).astype(np.float32)
-    act = m.sdk.fc_acts.get(b.act)
-    return m.put(b.main_mem_out_address, act(out) if act else out, "main_mem_out_address")
+    return fully_connected_batched([m], layer)[0]
 
+
+BATCHED[18] = fully_connected_batched
 
 def _flatten(m, layer, read):
     """CHW -> HWC (TensorFlow's flatten order)."""

@@ -7,8 +7,7 @@ import numpy as np
 
 from ....errors import EmcError, KModelFormatError
 from . import ops_conv, ops_math, ops_tensor
-from .ops_common import EXECUTORS, executes, prod
-from ..chip.layer_types import OPCODE_BY_NAME
+from .ops_common import BATCHED, EXECUTORS, executes, executes_batched, prod
 from ..chip.device_input import to_device_layout
 from ..chip.kpu import kpu_conv, kpu_download, kpu_rows, kpu_upload
 from .reader import KModelV4
@@ -85,7 +84,8 @@ def kpu_upload_op(m, node):
     return x
 
 
-def kpu_conv2d_batched(machines, node):
+@executes_batched("kpu_conv2d")
+def kpu_conv2d(machines, node):
     """kpu_conv2d of one node in every machine of a lockstep run: one kpu_conv call over all their maps."""
     a, n = node.arg, node.body.batches
     c, h, w = a.in_shape
@@ -100,14 +100,6 @@ def kpu_conv2d_batched(machines, node):
         if main_out.size:
             m.write(main_out, out, "main_mem_output")
     return outs
-
-
-@executes("kpu_conv2d")
-def kpu_conv2d_op(m, node):
-    return kpu_conv2d_batched([m], node)[0]
-
-
-BATCHED = {OPCODE_BY_NAME["kpu_conv2d"]: kpu_conv2d_batched}     # opcode -> fn(machines, node) -> outputs
 
 
 # ---- running a model ---------------------------------------------------------------------------------------------

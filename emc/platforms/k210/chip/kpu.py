@@ -540,7 +540,7 @@ def kpu_conv(arg, x, weights, bn, act, arg_x_mode="per_channel"):
     x_term = x_term.transpose(1, 0, 2, 3)                               # (C or 1, N, H, W)
     xp = xp.transpose(1, 0, 2, 3)
     y = np.empty((c_out, len(x), h, w), np.uint8)
-    band = max(1, BAND_ELEMENTS // (max(c_out, per_out) * w * len(x)))
+    band = max(1, BAND_ELEMENTS // max(1, max(c_out, per_out) * w * len(x)))
     mul, shift, add, const = (a[:, None, None, None] for a in (mul, shift, add, const))
     for y0 in range(0, h, band):
         rows = slice(y0, min(h, y0 + band))

@@ -138,6 +138,15 @@ def test_conv_matches_reference(depthwise, kernel, mode):
     np.testing.assert_array_equal(got, ref_layer(arg, x, w, bn, act, per_channel=(mode == "per_channel")))
 
 
+@pytest.mark.parametrize("depthwise,kernel", [(False, 3), (False, 1), (True, 3)])
+def test_conv_with_whole_arg_x_ratios_matches_reference(depthwise, kernel):
+    """arg_x / 2^shr_x an integer (emc's and nncase's files): the per-channel shifts sum to one shift of the total."""
+    arg, x, w, bn, act = random_layer(depthwise, kernel, 0, c_in=6, c_out=5)
+    arg.shr_x = 5
+    arg.arg_x = -(2 ** 5) * int(RNG.integers(1, 2 ** 16))
+    np.testing.assert_array_equal(kpu_conv(arg, x, w, bn, act), ref_layer(arg, x, w, bn, act))
+
+
 @pytest.mark.parametrize("pool", range(10))
 def test_every_pool_type(pool):
     arg, x, w, bn, act = random_layer(False, 3, pool, h=8, w=9)

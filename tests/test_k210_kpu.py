@@ -138,13 +138,22 @@ def test_conv_matches_reference(depthwise, kernel, mode):
     np.testing.assert_array_equal(got, ref_layer(arg, x, w, bn, act, per_channel=(mode == "per_channel")))
 
 
-@pytest.mark.parametrize("depthwise,kernel", [(False, 3), (False, 1), (True, 3)])
-def test_conv_with_whole_arg_x_ratios_matches_reference(depthwise, kernel):
-    """arg_x / 2^shr_x an integer (emc's and nncase's files): the per-channel shifts sum to one shift of the total."""
-    arg, x, w, bn, act = random_layer(depthwise, kernel, 0, c_in=6, c_out=5)
-    arg.shr_x = 5
-    arg.arg_x = -(2 ** 5) * int(RNG.integers(1, 2 ** 16))
-    np.testing.assert_array_equal(kpu_conv(arg, x, w, bn, act), ref_layer(arg, x, w, bn, act))
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_whole_arg_x_ratios_shift_the_channel_total_once(kernel):
+    """arg_x / 2^shr_x an integer (emc's and nncase's files): the chip's per-channel shifts, summed, equal the one
+    shift of the channel total that kpu_conv then takes (checked on the x term itself: outputs saturate)."""
+    arg, x, w, _, _ = random_layer(False, kernel, 0, c_in=6, c_out=5)
+    arg.shr_x, arg.arg_x = 5, -32 * int(RNG.integers(1, 2 ** 12))
+    pad = kernel // 2
+    xp = np.pad(RNG.integers(0, 256, (2, 6, 8, 8)), ((0, 0), (0, 0), (pad, pad), (pad, pad)),
+                constant_values=arg.pad_value).astype(np.uint8)
+    x_term, _ = kpu._offset_terms(arg, xp, w.reshape(5, -1).astype(np.int64), 6, 8, 8, "per_channel")
+    for n in range(2):
+        for yy in range(8):
+            for xx in range(8):
+                want = sum((arg.arg_x * int(xp[n, i, yy:yy + kernel, xx:xx + kernel].sum())) >> arg.shr_x
+                           for i in range(6))
+                assert x_term[n, 0, yy, xx] == want
 
 
 @pytest.mark.parametrize("pool", range(10))

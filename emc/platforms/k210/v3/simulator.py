@@ -5,7 +5,8 @@ GCC contracts the C source into fused multiply-adds on the chip (DEQUANTIZE and 
 `q*scale + bias`, the FULLY_CONNECTED and L2_NORMALIZATION accumulations `acc + x*w`), the product and the sum
 are formed in float64 and rounded once to float32: this differs from a true FMA only in rare double-rounding
 ties. One function per layer type, registered by type code in EXECUTORS; sdk='maixemc' selects the older
-semantics of Maix-EMC's forked loader (table SDKS).
+semantics of Maix-EMC's forked loader (table SDKS). A batch runs in lockstep, a machine per sample, with K210_CONV
+and FULLY_CONNECTED computed once over all of them (BATCHED).
 """
 import logging
 

@@ -1,5 +1,6 @@
 """Runs a kmodel v4 as nncase v0.2's runtime does: input 0 in, nodes in file order (one function per opcode:
 the CPU ones in ops_tensor / ops_math / ops_conv, the two KPU ones here on chip/kpu.py), every output out.
+A batch runs in lockstep, a machine per sample, with kpu_conv2d and matmul computed once over all of them.
 """
 import logging
 

@@ -138,6 +138,24 @@ def test_conv_matches_reference(depthwise, kernel, mode):
     np.testing.assert_array_equal(got, ref_layer(arg, x, w, bn, act, per_channel=(mode == "per_channel")))
 
 
+@pytest.mark.parametrize("kernel", [3, 1])
+def test_whole_arg_x_ratios_shift_the_channel_total_once(kernel):
+    """arg_x / 2^shr_x an integer (emc's and nncase's files): the chip's per-channel shifts, summed, equal the one
+    shift of the channel total that kpu_conv then takes (checked on the x term itself: outputs saturate)."""
+    arg, x, w, _, _ = random_layer(False, kernel, 0, c_in=6, c_out=5)
+    arg.shr_x, arg.arg_x = 5, -32 * int(RNG.integers(1, 2 ** 12))
+    pad = kernel // 2
+    xp = np.pad(RNG.integers(0, 256, (2, 6, 8, 8)), ((0, 0), (0, 0), (pad, pad), (pad, pad)),
+                constant_values=arg.pad_value).astype(np.uint8)
+    x_term, _ = kpu._offset_terms(arg, xp, w.reshape(5, -1).astype(np.int64), 6, 8, 8, "per_channel")
+    for n in range(2):
+        for yy in range(8):
+            for xx in range(8):
+                want = sum((arg.arg_x * int(xp[n, i, yy:yy + kernel, xx:xx + kernel].sum())) >> arg.shr_x
+                           for i in range(6))
+                assert x_term[n, 0, yy, xx] == want
+
+
 @pytest.mark.parametrize("pool", range(10))
 def test_every_pool_type(pool):
     arg, x, w, bn, act = random_layer(False, 3, pool, h=8, w=9)
@@ -306,3 +324,67 @@ def test_tables_encode_decode():
     act2 = ActTable.from_bytes(act.to_bytes())
     for field in ("x_start", "y_mul", "shift", "add"):
         assert np.array_equal(getattr(act2, field), getattr(act, field))
+
+
+def ref_act(v, act):
+    """Spec 1.5.3 for one int: highest segment with v > x_start, carry shift, bias, clamp."""
+    seg = 0
+    for s in range(16):
+        if v > int(act.x_start[s]):
+            seg = s
+    t = (v - int(act.x_start[seg])) * int(act.y_mul[seg])
+    return min(max(ref_round_shift(t, int(act.shift[seg])) + int(act.add[seg]), 0), 255)
+
+
+@pytest.mark.parametrize("span,shape", [(3, "random"), (600, "random"), (1 << 20, "random"), (1 << 40, "steep"),
+                                        (1 << 36, "plateaus"), (1 << 36, "unsorted")])
+def test_activation_of_large_arrays_matches_the_reference(span, shape):
+    """Large inputs go through a table of their range, clipped to where the output still changes (steep end
+    segments; constant segments at the ends as emc and nncase write them); else element-wise."""
+    starts = np.sort(RNG.integers(-300, 300, 16))
+    starts[0] = -2 ** 35
+    muls = RNG.integers(-2 ** 15, 2 ** 15, 16)
+    shifts = RNG.integers(0, 21, 16)
+    adds = RNG.integers(0, 256, 16)
+    if shape == "steep":
+        starts[0] = -400
+        muls[[0, 15]] = RNG.choice([-1, 1], 2) * RNG.integers(2 ** 12, 2 ** 15, 2)
+        shifts[[0, 15]] = RNG.integers(0, 14, 2)
+    if shape == "plateaus":                     # 0 up to the ramp, then plateaus of 255, 254 and 255 again
+        starts[15] = 2 ** 35 - 1
+        muls[[0, 1, 2, 7, 13, 14, 15]] = 0
+        adds[[0, 1, 2]], adds[[13, 14, 15]] = 0, (255, 254, 255)
+        muls[[3, 12]] = 2 ** 14, 2 ** 13
+        shifts[[3, 12]] = 4
+    if shape == "unsorted":
+        starts[[3, 9]] = starts[[9, 3]] + 1
+        starts[0] = -500
+    act = ActTable(starts, muls, shifts, adds)
+    v = RNG.integers(-span, span + 1, (5, 7, 300))
+    v[0, 0, :200] = RNG.integers(-1000, 1000, 200)
+    got = act.apply(v)
+    assert got.shape == v.shape and got.dtype == np.uint8
+    np.testing.assert_array_equal(got.reshape(-1), [ref_act(int(e), act) for e in v.reshape(-1)])
+
+
+@pytest.mark.parametrize("depthwise,kernel,pool", [(False, 3, 1), (True, 3, 0), (False, 1, 6)])
+def test_a_batch_gives_each_sample_its_own_output(depthwise, kernel, pool):
+    arg, x, w, bn, act = random_layer(depthwise, kernel, pool, c_in=4, c_out=5, h=8, w=12)
+    xs = RNG.integers(0, 256, (3,) + x.shape).astype(np.uint8)
+    got = kpu_conv(arg, xs, w, bn, act)
+    assert got.shape == (3,) + ref_layer(arg, xs[0], w, bn, act).shape
+    for sample, out in zip(xs, got):
+        np.testing.assert_array_equal(out, ref_layer(arg, sample, w, bn, act))
+
+
+@pytest.mark.parametrize("wmax", [255, 65535])
+def test_products_past_float32_precision_stay_exact(wmax):
+    """400 taps of 255 * 255 sum past 2^24 (and 16-bit weights past it at once): the sums must stay exact."""
+    c_in, c_out, h, w = 400, 3, 2, 5
+    arg = LayerArgument(i_ch_num=c_in - 1, o_ch_num=c_out - 1, i_row_wid=w - 1, i_col_high=h - 1,
+                        o_row_wid=w - 1, o_col_high=h - 1, kernel_type=0)
+    wts = RNG.integers(wmax - 2, wmax + 1, (c_out, c_in))
+    band = RNG.integers(250, 256, (c_in, 2, h, w)).astype(np.uint8)
+    want = np.einsum("oi,inhw->onhw", wts.astype(object), band.astype(object))
+    got = kpu._products(arg, band, wts, h, w)
+    assert got.dtype == np.int64 and (got.astype(object) == want).all()

@@ -236,6 +236,20 @@ def test_fully_connected_activations_and_fma_accumulation():
         run_kmodel(kmodel([fc(n_in, 4, IN, A)], [(A, 16)]), x, sdk="maixemc")
 
 
+def test_fma_accumulation_of_a_batch_steps_each_sample_alone():
+    """dot_fma over a batch (as the lockstep FULLY_CONNECTED runs it) rounds each sample's sum as its own loop."""
+    from emc.platforms.k210.chip.cpu_math import dot_fma
+    w = RNG.normal(0, 1, (7, 200)).astype(np.float32)
+    xs = RNG.normal(0, 4, (3, 200)).astype(np.float32)
+    got = dot_fma(xs, w)
+    assert got.shape == (3, 7) and got.dtype == np.float32
+    for x, row in zip(xs, got):
+        acc = [np.float32(0)] * 7
+        for i in range(200):
+            acc = [np.float32(float(a) + float(x[i]) * float(w[o, i])) for o, a in enumerate(acc)]
+        np.testing.assert_array_equal(row, acc)
+
+
 def test_bad_programs_raise_emc_errors():
     outside = program(np.zeros(4), fc(4, 4, FC, MAIN - 8), outputs=[(0, 16)])     # 16 bytes 8 before the end
     with pytest.raises(KModelFormatError, match="main memory"):

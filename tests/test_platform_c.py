@@ -29,6 +29,8 @@ def ref_requant(x, mult, shift):
     ab = x * mult
     t = ab + ((1 << 30) if ab >= 0 else 1 - (1 << 30))
     high = abs(t) // (1 << 31) * (1 if t >= 0 else -1)
+    if x == mult == -2**31:                             # SaturatingRoundingDoublingHighMul's one overflow
+        high = 2**31 - 1
     right = max(-shift, 0)
     mask = (1 << right) - 1
     return (high >> right) + (1 if (high & mask) > (mask >> 1) + (1 if high < 0 else 0) else 0)
@@ -48,6 +50,19 @@ def test_requantize_matches_the_reference_and_the_real_product(x, real):
     assert got == ref_requant(x, mult, shift)
     if abs(x * real) < 2**30:
         assert abs(got - x * real) <= 0.5 + 1e-6 * abs(x * real) + 1
+
+
+def test_requantize_of_arrays_matches_the_reference_at_the_edges():
+    """Per-channel multipliers and shifts over whole arrays, int32 extremes and the saturating INT32_MIN product."""
+    from emc.platforms.c.fixedpoint import requantize
+    rng = np.random.default_rng(7)
+    x = np.concatenate([rng.integers(-2**31, 2**31, 600), rng.integers(-2**12, 2**12, 600),
+                        [-2**31, 2**31 - 1, -1, 0, 1, 2**40, -2**40]]).reshape(-1, 1)
+    mult = np.array([-2**31, 2**31 - 1, 2**30, 1 << 20, 1518500250, -1073741824, 7])
+    shift = np.array([0, -31, 3, -5, -1, 1, -12])
+    got = requantize(x, mult, shift)
+    want = [[ref_requant(v, m, s) for m, s in zip(mult, shift)] for v in x[:, 0]]
+    np.testing.assert_array_equal(got, want)
 
 
 # ---- one-op graphs: C and simulator against loops written here -------------------------------------------------------

@@ -35,27 +35,27 @@ def quantize_multipliers(reals):
     return (np.array([p[0] for p in pairs], np.int32), np.array([p[1] for p in pairs], np.int32))
 
 
-def _trunc_div_pow2(t, bits):
-    """t / 2**bits rounded toward zero, as C integer division does."""
-    return np.where(t >= 0, t >> bits, -((-t) >> bits))
-
-
 def requantize(x, multiplier, shift):
-    """emc_requantize on int64 arrays: round(x * multiplier * 2**(shift - 31)) the TFLM way, as int64."""
+    """emc_requantize on int64 arrays: round(x * multiplier * 2**(shift - 31)) the TFLM way, as int64.
+
+    The C's roundings in closed form, a few passes over x: the doubling high multiply's nudge and truncating
+    division come to (ab + 2^30) >> 31 for either sign of ab, the rounding right shift (half away from zero) to
+    (high + 2^(right-1) - [high < 0]) >> right."""
     x = np.asarray(x, np.int64)
     multiplier = np.asarray(multiplier, np.int64)
     shift = np.asarray(shift, np.int64)
     left = np.maximum(shift, 0)
     right = np.maximum(-shift, 0)
     v = np.clip(x << left, INT32_MIN, INT32_MAX)
-    ab = v * multiplier
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    high = _trunc_div_pow2(ab + nudge, 31)
-    high = np.where((v == INT32_MIN) & (multiplier == INT32_MIN), INT32_MAX, high)
-    mask = (np.int64(1) << right) - 1
-    remainder = high & mask
-    threshold = (mask >> 1) + (high < 0)
-    return (high >> right) + (remainder > threshold)
+    high = v * multiplier
+    high += 1 << 30
+    high >>= 31
+    if (multiplier == INT32_MIN).any():                 # the one product the doubling high multiply saturates
+        high = np.where((v == INT32_MIN) & (multiplier == INT32_MIN), INT32_MAX, high)
+    if right.any():
+        high += ((np.int64(1) << right) >> 1) - ((high < 0) & (right > 0))
+        high >>= right
+    return high
 
 
 def clamp8(x, lo=-128, hi=127):

@@ -1,15 +1,17 @@
 """The Python twin of the C kernel library: the same integer arithmetic, vectorised with numpy over a batch.
 
 KERNELS[kind](step, inputs, out_shape) takes batched int8 arrays (batch axis first) and returns the batched
-int8 output the C kernel writes. Integer sums that numpy does faster in float64 (convolutions) stay exact:
-every partial sum is an integer far below 2**53.
+int8 output the C kernel writes. Integer sums that numpy does faster in float (convolutions, dense) stay exact:
+float32 while every partial sum is below 2**24, else float64 (exact_matmul).
 """
 import numpy as np
 
 from ...layers.conv import tap_slice
+from ..exact_matmul import exact_dtype, exact_matmul
 from .fixedpoint import clamp8, requantize
 
 KERNELS = {}
+COLS_ELEMENTS = 1 << 22        # a convolution's im2col rows are built for this many values at a time (16-32 MB)
 
 
 def kernel(*kinds):
@@ -30,32 +32,45 @@ def _epilogue(acc, step):
     return out.astype(np.int8)
 
 
-def _centered_padded(x, zp, pad, out_hw, kernel_hw, stride, dilation):
-    """x - zero_point as float64, zero-padded so that every tap of the output grid is in range."""
+def _centered_padded(x, zp, pad, out_hw, kernel_hw, stride, dilation, dtype=np.float64):
+    """x - zero_point as float (exact: int8 differences), zero-padded so that every tap of the output grid is in
+    range."""
     n, h, w, c = x.shape
     top, left = pad
     need_h = (out_hw[0] - 1) * stride[0] + (kernel_hw[0] - 1) * dilation[0] + 1
     need_w = (out_hw[1] - 1) * stride[1] + (kernel_hw[1] - 1) * dilation[1] + 1
-    buf = np.zeros((n, max(need_h, top + h), max(need_w, left + w), c), np.float64)
-    buf[:, top:top + h, left:left + w] = x.astype(np.float64) - zp
+    buf = np.zeros((n, max(need_h, top + h), max(need_w, left + w), c), dtype)
+    buf[:, top:top + h, left:left + w] = x.astype(dtype) - dtype(zp)
     return buf
+
+
+def _exact_for(weights, terms):
+    """exact_dtype for sums of `terms` products of centred int8 inputs (|x - zp| <= 255) with these weights."""
+    return exact_dtype(255 * int(np.abs(weights.astype(np.int64)).max(initial=0)), terms)
 
 
 @kernel("conv2d")
 def conv2d(step, xs, out_shape):
+    """One matmul per slice of the batch: the im2col rows (sample, y, x) times the (ky, kx, c) weight columns."""
     p, a = step.params, step.arrays
     x = xs[0]
     oh, ow, cout = out_shape
     kh, kw = p["kernel"]
-    buf = _centered_padded(x, p["in_zp"], p["pad"], (oh, ow), (kh, kw), p["stride"], p["dilation"])
-    w = a["weights"].astype(np.float64)                               # OHWI
-    acc = np.zeros((len(x) * oh * ow, cout), np.float64)
-    for ky in range(kh):
-        for kx in range(kw):
-            win = buf[:, tap_slice(ky * p["dilation"][0], oh, p["stride"][0]),
-                      tap_slice(kx * p["dilation"][1], ow, p["stride"][1]), :]
-            acc += win.reshape(-1, win.shape[-1]) @ w[:, ky, kx, :].T
-    acc = acc.astype(np.int64) + a["bias"]
+    taps = kh * kw * x.shape[-1]
+    dtype, chunk = _exact_for(a["weights"], taps)
+    w = a["weights"].reshape(cout, taps).T.astype(dtype)              # OHWI -> (ky, kx, c) x O
+    acc = np.empty((len(x), oh * ow, cout), np.int64)
+    per = max(1, COLS_ELEMENTS // max(1, oh * ow * taps))
+    for n0 in range(0, len(x), per):
+        buf = _centered_padded(x[n0:n0 + per], p["in_zp"], p["pad"], (oh, ow), (kh, kw), p["stride"], p["dilation"],
+                               dtype)
+        cols = np.empty((len(buf), oh, ow, kh, kw, buf.shape[-1]), dtype)
+        for ky in range(kh):
+            for kx in range(kw):
+                cols[:, :, :, ky, kx] = buf[:, tap_slice(ky * p["dilation"][0], oh, p["stride"][0]),
+                                            tap_slice(kx * p["dilation"][1], ow, p["stride"][1]), :]
+        acc[n0:n0 + per] = exact_matmul(cols.reshape(-1, taps), w, chunk).reshape(len(buf), oh * ow, cout)
+    acc += a["bias"]
     return _epilogue(acc, step).reshape((len(x),) + tuple(out_shape))
 
 
@@ -86,10 +101,13 @@ def depthwise_conv2d(step, xs, out_shape):
     oh, ow, cout = out_shape
     kh, kw = p["kernel"]
     mult = p["depth_mult"]
-    buf = _centered_padded(x, p["in_zp"], p["pad"], (oh, ow), (kh, kw), p["stride"], p["dilation"])
+    dtype, chunk = _exact_for(a["weights"], kh * kw)
+    if chunk < kh * kw:                                               # the taps are summed in place, not in slices
+        dtype = np.float64
+    buf = _centered_padded(x, p["in_zp"], p["pad"], (oh, ow), (kh, kw), p["stride"], p["dilation"], dtype)
     buf = np.repeat(buf, mult, axis=3)                                # input channel of output c*mult+m is c
-    w = a["weights"].astype(np.float64)                               # [kh][kw][C*mult]
-    acc = np.zeros((len(x), oh, ow, cout), np.float64)
+    w = a["weights"].astype(dtype)                                    # [kh][kw][C*mult]
+    acc = np.zeros((len(x), oh, ow, cout), dtype)
     for ky in range(kh):
         for kx in range(kw):
             acc += buf[:, tap_slice(ky * p["dilation"][0], oh, p["stride"][0]),
@@ -101,8 +119,9 @@ def depthwise_conv2d(step, xs, out_shape):
 @kernel("dense")
 def dense(step, xs, out_shape):
     p, a = step.params, step.arrays
-    x = xs[0].reshape(len(xs[0]), p["rows"], p["in_features"]).astype(np.float64) - p["in_zp"]
-    acc = (x @ a["weights"].astype(np.float64).T).astype(np.int64) + a["bias"]
+    dtype, chunk = _exact_for(a["weights"], p["in_features"])
+    x = xs[0].reshape(len(xs[0]), p["rows"], p["in_features"]).astype(dtype) - dtype(p["in_zp"])
+    acc = exact_matmul(x, a["weights"].astype(dtype).T, chunk).astype(np.int64) + a["bias"]
     return _epilogue(acc, step).reshape((len(xs[0]),) + tuple(out_shape))
 
 
@@ -116,14 +135,14 @@ def channel_scale(step, xs, out_shape):
 
 
 # ---- pooling ------------------------------------------------------------------------------------------------------
-def _pool_windows(x, p, out_shape, fill):
+def _pool_windows(x, p, out_shape, fill, dtype=np.int64):
     """Yield (window values, in-map mask) for every tap of the pool over the output grid."""
     n, h, w, c = x.shape
     oh, ow = out_shape[:2]
     (ph, pw), (sh, sw), (top, left) = p["pool"], p["stride"], p["pad"]
     need_h = max((oh - 1) * sh + ph, top + h)
     need_w = max((ow - 1) * sw + pw, left + w)
-    buf = np.full((n, need_h, need_w, c), fill, np.int64)
+    buf = np.full((n, need_h, need_w, c), fill, dtype)
     buf[:, top:top + h, left:left + w] = x
     valid = np.zeros((1, need_h, need_w, 1), bool)
     valid[:, top:top + h, left:left + w] = True
@@ -136,7 +155,7 @@ def _pool_windows(x, p, out_shape, fill):
 @kernel("max_pool")
 def max_pool(step, xs, out_shape):
     out = None
-    for win, _ in _pool_windows(xs[0], step.params, out_shape, -128):
+    for win, _ in _pool_windows(xs[0], step.params, out_shape, -128, np.int8):
         out = win if out is None else np.maximum(out, win)
     return out.astype(np.int8)
 

@@ -24,11 +24,13 @@ def roundf(x):
 
 
 def dot_fma(x, w):
-    """out[o] = sum over i, in order, of x[i] * w[o][i] with one rounding per step (FMA accumulation)."""
-    acc = np.zeros(w.shape[0], np.float32)
-    x = np.asarray(x, np.float32)
-    for i in range(w.shape[1]):
-        acc = fma32(x[i], w[:, i], acc)
+    """out[..., o] = sum over i, in order, of x[..., i] * w[o][i] with one rounding per step (FMA accumulation);
+    x may carry leading batch axes (the steps run once for all of them)."""
+    x = np.asarray(x, np.float32).astype(np.float64)
+    columns = np.asarray(w, np.float32).T.astype(np.float64)           # columns[i] = w[:, i], contiguous
+    acc = np.zeros(x.shape[:-1] + (columns.shape[1],), np.float32)
+    for i in range(len(columns)):
+        acc = (x[..., i, None] * columns[i] + acc).astype(np.float32)  # fma32, inlined: product and sum in float64
     return acc
 
 

@@ -1,17 +1,17 @@
 """The KPU hardware model shared by kmodel v3 and v4: RAM layout, the 12-word layer argument, the batch-norm
 and activation tables, and the bit-exact arithmetic of one KPU layer (spec sections 1.1-1.5).
 """
-import functools
-
 import numpy as np
 
 from ....errors import KModelFormatError
+from ...exact_matmul import exact_dtype, exact_matmul
 
 KPU_RAM_BYTES = 2 * 1024 * 1024
 KPU_LINES = KPU_RAM_BYTES // 64
 LAYER_ARG_BYTES = 96
 ACT_TABLE_BYTES = 144
 BAND_ELEMENTS = 1 << 22          # work arrays of one row band of kpu_conv stay below ~32 MB of int64/float64
+LUT_MIN_ELEMENTS = 1 << 12       # ActTable.apply tabulates the value range of inputs at least this large
 
 
 # ---- RAM layout (spec 1.1) -------------------------------------------------------------------------------
@@ -30,18 +30,6 @@ def kpu_rows(w, h, c):
     return row_len * h * ((c + group - 1) // group)
 
 
-@functools.lru_cache(maxsize=32)
-def _addresses(c, h, w):
-    """Byte offsets (from the map's first line) of every pixel of a C x H x W map, as a read-only int array."""
-    group, pitch, row_len = kpu_layout(w)
-    ci = np.arange(c, dtype=np.int32).reshape(c, 1, 1)
-    yi = np.arange(h, dtype=np.int32).reshape(1, h, 1)
-    xi = np.arange(w, dtype=np.int32).reshape(1, 1, w)
-    addr = (ci // group) * row_len * h * 64 + (ci % group) * pitch + yi * row_len * 64 + xi
-    addr.setflags(write=False)
-    return addr
-
-
 def _map_base(ram, line_addr, n, c, h, w):
     rows = kpu_rows(w, h, c)
     base = (line_addr + n * rows) * 64
@@ -51,20 +39,35 @@ def _map_base(ram, line_addr, n, c, h, w):
     return base
 
 
+def _map_views(ram, line_addr, n, c, h, w):
+    """[(channel slot j, view (channels j, j + group, ... ; H; W) of the map's bytes)]: the layout as slices."""
+    group, pitch, row_len = kpu_layout(w)
+    base = _map_base(ram, line_addr, n, c, h, w)
+    if not c * h * w:
+        return []
+    lines = ram[base:base + kpu_rows(w, h, c) * 64].reshape(-1, h, row_len * 64)
+    return [(j, lines[:len(range(j, c, group)), :, j * pitch:j * pitch + w]) for j in range(min(group, c))]
+
+
 def kpu_upload(ram, line_addr, dense):
     """Store a dense uint8 (C, H, W) map -- or (N, C, H, W), maps consecutive -- in KPU RAM at a line."""
     dense = np.asarray(dense, np.uint8)
     maps = dense if dense.ndim == 4 else dense[None]
     c, h, w = maps.shape[1:]
+    group = kpu_layout(w)[0]
     for n, m in enumerate(maps):
-        base = _map_base(ram, line_addr, n, c, h, w)
-        ram[base + _addresses(c, h, w)] = m
+        for j, view in _map_views(ram, line_addr, n, c, h, w):
+            view[...] = m[j::group]
 
 
 def kpu_download(ram, line_addr, c, h, w, batches=1):
     """Read a dense uint8 (C, H, W) map (or (N, C, H, W) when batches > 1) from KPU RAM."""
-    out = [ram[_map_base(ram, line_addr, n, c, h, w) + _addresses(c, h, w)] for n in range(batches)]
-    return out[0] if batches == 1 else np.stack(out)
+    out = np.empty((batches, c, h, w), np.uint8)
+    group = kpu_layout(w)[0]
+    for n in range(batches):
+        for j, view in _map_views(ram, line_addr, n, c, h, w):
+            out[n, j::group] = view
+    return out[0] if batches == 1 else out
 
 
 # ---- the layer argument (spec 1.2) ---------------------------------------------------------------------------
@@ -265,8 +268,67 @@ class ActTable:
         return np.where(above.any(axis=-1), seg, 0)
 
     def apply(self, v):
-        """uint8 result of the activation stage for int64 batch-norm outputs v (spec 1.5.3)."""
+        """uint8 result of the activation stage for int64 batch-norm outputs v (spec 1.5.3).
+
+        A large v is looked up in the table of the function over a range (computed once, the same function): v's
+        own range, clipped to where the output stops changing (see `flat_beyond`) -- a few passes over v instead of
+        the segment arithmetic's fifteen."""
         v = np.asarray(v, np.int64)
+        if v.size >= LUT_MIN_ELEMENTS:
+            lo, hi = self.flat_beyond()
+            if hi - lo >= v.size // 2:
+                vmin, vmax = int(v.min()), int(v.max())
+                lo, hi = min(max(vmin, lo), hi), min(max(vmax, lo), hi)
+            if hi - lo < v.size // 2:
+                table = self._compute(np.arange(lo, hi + 1, dtype=np.int64))
+                index = np.clip(v, lo, hi)
+                index -= lo
+                return table.take(index)
+        return self._compute(v)
+
+    def flat_beyond(self):
+        """(lo, hi) with lo <= hi: the output is the same for every v <= lo, and for every v >= hi (Python ints).
+
+        A segment with y_mul = 0 outputs its add; one with y_mul != 0 clips for good once |t| >> shift passes
+        255 - add (rising to 255) or add (falling to 0), since the carry shift stays at or above the floor quotient
+        for t >= 0 and at or below it for t < 0. Sorted tables are walked in from both ends over the segments that
+        keep the end's value; for unsorted ones only what lies past every x_start counts."""
+        x = [int(e) for e in self.x_start]
+        if not self._sorted:
+            hi = max(max(x) + 1, x[15] + self._reach(15, self.y_mul[15] > 0))
+            lo = min(min(x), x[0] - self._reach(0, self.y_mul[0] < 0))
+            return lo, max(lo, hi)
+        hi, end = x[0], self._end_value(15, True)
+        for i in range(15, -1, -1):                          # segment i takes (x[i], x[i + 1]]
+            upper = x[i + 1] + 1 if i < 15 else None
+            if self.y_mul[i] == 0 and self.add[i] == end:
+                continue
+            if self._end_value(i, True) == end:
+                hi = x[i] + max(1, self._reach(i, end == 255))
+                hi = hi if upper is None else min(hi, upper)
+            else:
+                hi = upper
+            break
+        lo, end = x[15], self._end_value(0, False)
+        for i in range(16):                                  # segment 0 takes everything up to x[1]
+            if self.y_mul[i] == 0 and self.add[i] == end:
+                continue
+            lo = min(x[0] - self._reach(0, end == 255), x[1]) if i == 0 else x[i]
+            break
+        return lo, max(lo, hi)
+
+    def _reach(self, seg, to_255):
+        """How far past x_start[seg] the segment's output has clipped to 255 (to_255) or to 0 (0: constant)."""
+        y, s, a = int(self.y_mul[seg]), min(int(self.shift[seg]), 62), int(self.add[seg])
+        return -(-(((255 - a) if to_255 else a) << s) // abs(y)) if y else 0
+
+    def _end_value(self, seg, up):
+        """The output segment seg settles at as v grows (up) or falls away from its x_start."""
+        y = int(self.y_mul[seg])
+        return int(self.add[seg]) if y == 0 else (255 if (y > 0) == up else 0)
+
+    def _compute(self, v):
+        """The segment arithmetic itself, element by element."""
         seg = self.segment_of(v)
         t = (v - self.x_start[seg]) * self.y_mul[seg]
         shift = np.minimum(self.shift, 62)              # |t| < 2^61: larger shifts give the same result
@@ -310,11 +372,12 @@ def banker_shift(t, s):
 
 
 # ---- pooling (spec 1.5.5) -----------------------------------------------------------------------------------
+# every mode works on the last two axes: a (C, H, W) map or an (N, C, H, W) batch
 def _strided(y, size, stride):
     """The size x size window taps of a stride-`stride` pool (floor output size), as a list of arrays."""
-    c, h, w = y.shape
+    h, w = y.shape[-2:]
     oh, ow = h // stride, w // stride
-    return [y[:, dy:dy + stride * (oh - 1) + 1:stride, dx:dx + stride * (ow - 1) + 1:stride]
+    return [y[..., dy:dy + stride * (oh - 1) + 1:stride, dx:dx + stride * (ow - 1) + 1:stride]
             for dy in range(size) for dx in range(size)]
 
 
@@ -328,24 +391,28 @@ def _mean_pool(size):
 
 def _pick(stride, dx):
     def pick(y):
-        c, h, w = y.shape
+        h, w = y.shape[-2:]
         oh, ow = h // stride, w // stride
-        out = np.zeros((c, oh, ow), np.uint8)
+        out = np.zeros(y.shape[:-2] + (oh, ow), np.uint8)
         cols = np.arange(ow) * stride + dx
         valid = cols < w
-        out[:, :, valid] = y[:, 0:oh * stride:stride][:, :, cols[valid]]
+        out[..., valid] = y[..., 0:oh * stride:stride, :][..., cols[valid]]
         return out
     return pick
 
 
+def _pad_last_two(y, **how):
+    return np.pad(y, [(0, 0)] * (y.ndim - 2) + [(0, 1), (0, 1)], **how)
+
+
 def _mean_2_s1(y):
-    e = np.pad(y, ((0, 0), (0, 1), (0, 1)), mode="edge").astype(np.int64)
-    return ((e[:, :-1, :-1] + e[:, 1:, :-1] + e[:, :-1, 1:] + e[:, 1:, 1:]) // 4).astype(np.uint8)
+    e = _pad_last_two(y, mode="edge").astype(np.int64)
+    return ((e[..., :-1, :-1] + e[..., 1:, :-1] + e[..., :-1, 1:] + e[..., 1:, 1:]) // 4).astype(np.uint8)
 
 
 def _max_2_s1(y):
-    e = np.pad(y, ((0, 0), (0, 1), (0, 1)), constant_values=0)     # 0 never wins a uint8 max
-    return np.maximum.reduce([e[:, :-1, :-1], e[:, 1:, :-1], e[:, :-1, 1:], e[:, 1:, 1:]])
+    e = _pad_last_two(y, constant_values=0)                            # 0 never wins a uint8 max
+    return np.maximum.reduce([e[..., :-1, :-1], e[..., 1:, :-1], e[..., :-1, 1:], e[..., 1:, 1:]])
 
 
 class Pool:
@@ -371,7 +438,7 @@ POOL_FACTOR = {code: pool.stride for code, pool in POOLS.items()}
 
 
 def kpu_pool(y, pool_type):
-    """The ten KPU pooling modes on a uint8 (C, H, W) map (spec 1.5.5)."""
+    """The ten KPU pooling modes on a uint8 (C, H, W) map or (N, C, H, W) batch (spec 1.5.5)."""
     pool = POOLS.get(pool_type)
     if pool is None:
         raise KModelFormatError(f"unknown KPU pool type {pool_type}", field="pool_type")
@@ -379,54 +446,68 @@ def kpu_pool(y, pool_type):
 
 
 # ---- one KPU layer (spec 1.5) -------------------------------------------------------------------------------
+# Work arrays are laid out (C_out, N, rows, W): one matmul covers the whole batch, the per-channel batch-norm
+# broadcasts over the leading axis, and only the uint8 result is transposed back to (N, C_out, H, W).
 def _window_sums(xp, k, h, w):
-    """Per-channel sums of every k x k window of the padded map (int32, C x H x W)."""
-    if k == 1:
-        return xp.astype(np.int32)
+    """Sums of every k x k window of padded maps (..., H + k - 1, W + k - 1), as int32 (..., H, W)."""
     x32 = xp.astype(np.int32)
-    rows = x32[:, 0:h] + x32[:, 1:h + 1] + x32[:, 2:h + 2]
-    return rows[:, :, 0:w] + rows[:, :, 1:w + 1] + rows[:, :, 2:w + 2]
+    if k == 1:
+        return x32
+    rows = x32[..., 0:h, :] + x32[..., 1:h + 1, :] + x32[..., 2:h + 2, :]
+    return rows[..., 0:w] + rows[..., 1:w + 1] + rows[..., 2:w + 2]
 
 
-def _offset_terms(arg, sx, wts, c_in, mode):
-    """(x term, per-output-channel constant) of spec 1.5.1: the arg_x, arg_w and arg_add parts of acc."""
-    k2 = arg.kernel ** 2
+def _offset_terms(arg, xp, wts, c_in, h, w, mode):
+    """(x term (N, C_in or 1, H, W), per-output-channel constant) of spec 1.5.1: the arg_x, arg_w, arg_add parts."""
+    k = arg.kernel
+    k2 = k * k
     if arg.depthwise:
         sw = wts.sum(axis=1)                                            # (C,)
-        x_term = (arg.arg_x * sx.astype(np.int64)) >> arg.shr_x         # (C, H, W): one channel each
+        x_term = (arg.arg_x * _window_sums(xp, k, h, w).astype(np.int64)) >> arg.shr_x
         return x_term, ((arg.arg_w * sw) >> arg.shr_w) + arg.arg_add
     sw = wts.reshape(len(wts), c_in, k2).sum(axis=2)                    # (C_out, C_in)
-    if mode == "per_channel":
+    if mode == "per_channel" and arg.arg_x % (1 << arg.shr_x):         # the per-channel shifts round differently
         lut = (arg.arg_x * np.arange(255 * k2 + 1, dtype=np.int64)) >> arg.shr_x
-        x_term = lut[sx].sum(axis=0, keepdims=True)                     # sum_i (arg_x * SX_i) >> shr_x
+        x_term = lut[_window_sums(xp, k, h, w)].sum(axis=1, keepdims=True)     # sum_i (arg_x * SX_i) >> shr_x
+    else:                                   # one shift of the channel total: exact when 2^shr_x divides arg_x
+        total = _window_sums(xp.sum(axis=1, keepdims=True, dtype=np.int32), k, h, w)
+        x_term = (arg.arg_x * total.astype(np.int64)) >> arg.shr_x
+    if mode == "per_channel":
         const = ((arg.arg_w * sw) >> arg.shr_w).sum(axis=1) + arg.arg_add * c_in
     else:
-        x_term = (arg.arg_x * sx.sum(axis=0, keepdims=True, dtype=np.int64)) >> arg.shr_x
         const = ((arg.arg_w * sw.sum(axis=1)) >> arg.shr_w) + arg.arg_add * c_in
     return x_term, const
 
 
-def _products(arg, xp, wts, rows, w, c_in):
-    """sum_taps X * W for output rows `rows` (a slice of the H grid): int64 (C_out, len(rows), W)."""
+def _products(arg, band, wts, n, w):
+    """sum_taps X * W of padded input rows band (C_in, N, n + k - 1, W + k - 1): int64 (C_out, N, n, W)."""
     k = arg.kernel
-    band = xp[:, rows.start:rows.stop + k - 1]
-    n = rows.stop - rows.start
+    c_in, batch = band.shape[:2]
+    per_out = wts.shape[1]
+    dtype, chunk = exact_dtype(255 * int(np.abs(wts).max(initial=0)), per_out)
     if arg.depthwise:
-        acc = np.zeros((len(wts), n, w), np.int64)
+        acc = np.zeros((len(wts), batch, n, w), dtype)
+        weights = wts.astype(dtype)
+        band = band.astype(dtype, order="C")
         for t in range(k * k):
             ky, kx = divmod(t, k)
-            acc += band[:, ky:ky + n, kx:kx + w] * wts[:, t, None, None]
-        return acc
-    cols = np.empty((c_in, k * k, n * w), np.float64)
-    for t in range(k * k):
-        ky, kx = divmod(t, k)
-        cols[:, t] = band[:, ky:ky + n, kx:kx + w].reshape(c_in, n * w)
-    prod = wts.astype(np.float64) @ cols.reshape(c_in * k * k, n * w)   # exact: every sum < 2^53
-    return np.rint(prod).astype(np.int64).reshape(len(wts), n, w)
+            acc += band[:, :, ky:ky + n, kx:kx + w] * weights[:, t, None, None, None]
+        return acc.astype(np.int64)
+    if k == 1:
+        cols = band.astype(dtype, order="C").reshape(c_in, batch * n * w)
+    else:
+        cols = np.empty((c_in, k * k, batch, n, w), dtype)
+        for t in range(k * k):
+            ky, kx = divmod(t, k)
+            cols[:, t] = band[:, :, ky:ky + n, kx:kx + w]
+        cols = cols.reshape(c_in * k * k, batch * n * w)
+    prod = exact_matmul(wts.astype(dtype), cols, chunk)
+    return prod.astype(np.int64).reshape(len(wts), batch, n, w)
 
 
 def kpu_conv(arg, x, weights, bn, act, arg_x_mode="per_channel"):
-    """Output uint8 (C_out, H_out, W_out) of a KPU layer on input x uint8 (C_in, H, W) (spec 1.5).
+    """Output uint8 (C_out, H_out, W_out) of a KPU layer on input x uint8 (C_in, H, W) (spec 1.5); for a batch
+    x (N, C_in, H, W) the outputs (N, C_out, H_out, W_out).
 
     weights: uint8/uint16, (C_out, C_in, k, k) or (C, k, k) depthwise; bn: (mul, shift, add); act: ActTable.
     arg_x_mode: 'per_channel' shifts the arg_x/arg_w terms per input channel as the chip does, 'sum' once
@@ -439,10 +520,11 @@ def kpu_conv(arg, x, weights, bn, act, arg_x_mode="per_channel"):
     c_out = arg.out_shape[0]
     k = arg.kernel
     x = np.asarray(x, np.uint8)
-    if x.size != c_in * h * w:
+    batched = x.ndim == 4 and x.shape[1:] == (c_in, h, w)
+    if not batched and x.size != c_in * h * w:
         raise KModelFormatError(f"KPU layer input has {x.size} values, the layer argument says {c_in}x{h}x{w}",
                                 field="i_ch_num")
-    x = x.reshape(c_in, h, w)
+    x = x.reshape(-1, c_in, h, w)
     per_out = k * k if arg.depthwise else c_in * k * k
     wts = np.asarray(weights).astype(np.int64)
     if wts.size != c_out * per_out:
@@ -453,13 +535,21 @@ def kpu_conv(arg, x, weights, bn, act, arg_x_mode="per_channel"):
         raise KModelFormatError(f"batch-norm table has {len(mul)} entries for {c_out} output channels", field="bn")
     table = as_act_table(act)
     pad = k // 2
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad)), constant_values=arg.pad_value) if pad else x
-    x_term, const = _offset_terms(arg, _window_sums(xp, k, h, w), wts, c_in, arg_x_mode)
-    y = np.empty((c_out, h, w), np.uint8)
-    band = max(1, BAND_ELEMENTS // (max(c_out, per_out) * w))
-    mul, shift, add, const = (a[:, None, None] for a in (mul, shift, add, const))
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=arg.pad_value) if pad else x
+    x_term, const = _offset_terms(arg, xp, wts, c_in, h, w, arg_x_mode)
+    x_term = x_term.transpose(1, 0, 2, 3)                               # (C or 1, N, H, W)
+    xp = xp.transpose(1, 0, 2, 3)
+    y = np.empty((c_out, len(x), h, w), np.uint8)
+    band = max(1, BAND_ELEMENTS // max(1, max(c_out, per_out) * w * len(x)))
+    mul, shift, add, const = (a[:, None, None, None] for a in (mul, shift, add, const))
     for y0 in range(0, h, band):
         rows = slice(y0, min(h, y0 + band))
-        acc = _products(arg, xp, wts, rows, w, c_in) + x_term[:, rows] + const
-        y[:, rows] = table.apply(((acc * mul) >> shift) + add)
-    return kpu_pool(y, arg.pool_type)
+        acc = _products(arg, xp[:, :, rows.start:rows.stop + k - 1], wts, rows.stop - rows.start, w)
+        acc += x_term[:, :, rows]
+        acc += const
+        acc *= mul
+        acc >>= shift
+        acc += add
+        y[:, :, rows] = table.apply(acc)
+    y = kpu_pool(y.transpose(1, 0, 2, 3), arg.pool_type)
+    return np.ascontiguousarray(y if batched else y[0])

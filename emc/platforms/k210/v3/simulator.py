@@ -5,7 +5,8 @@ GCC contracts the C source into fused multiply-adds on the chip (DEQUANTIZE and 
 `q*scale + bias`, the FULLY_CONNECTED and L2_NORMALIZATION accumulations `acc + x*w`), the product and the sum
 are formed in float64 and rounded once to float32: this differs from a true FMA only in rare double-rounding
 ties. One function per layer type, registered by type code in EXECUTORS; sdk='maixemc' selects the older
-semantics of Maix-EMC's forked loader (table SDKS).
+semantics of Maix-EMC's forked loader (table SDKS). A batch runs in lockstep, a machine per sample, with K210_CONV
+and FULLY_CONNECTED computed once over all of them (BATCHED).
 """
 import logging
 
@@ -21,8 +22,10 @@ from .structs import MAIXEMC_FORK_TYPES, MAIXEMC_FORK_EXTRA, STOCK_SDK_TYPES
 
 log = logging.getLogger(__name__)
 EXECUTORS = {}
+BATCHED = {}                   # type code -> fn(machines, layer) -> outputs, for the layers a lockstep run batches
 DMA_SLACK = 8                  # a KPU output DMA and QUANTIZED_ADD write whole groups of 8 bytes
 KIND_U8, KIND_F32 = 1, 4       # what the last writer of a main-memory byte stored there
+SAMPLES_PER_PASS = 8           # samples run in lockstep (each has its own 2 MiB KPU RAM and main memory)
 
 
 def executes(*codes):
@@ -131,26 +134,35 @@ def _check_shift(layer, value, field):
 
 
 # ---- KPU layers -------------------------------------------------------------------------------------------
-@executes(10240)
-def k210_conv(m, layer):
+def k210_conv_batched(machines, layer):
+    """K210_CONV of one layer in every machine of a lockstep run: one kpu_conv call over all their maps."""
     a = layer.arg
     a.validate(layer.offset)
     c_out, oh, ow = a.out_shape
     if a.image_dst_addr + kpu_rows(ow, oh, c_out) > KPU_RAM_BYTES // 64:
         raise KModelFormatError(f"layer {layer.index} K210_CONV output {c_out}x{oh}x{ow} at line "
                                 f"{a.image_dst_addr} runs past the 2 MiB KPU RAM", layer.offset, "image_dst_addr")
-    x = kpu_download(m.kpu, a.image_src_addr, *a.in_shape)
-    y = kpu_conv(a, x, layer.weights, layer.bn, layer.act, m.arg_x_mode)
-    kpu_upload(m.kpu, a.image_dst_addr, y)
-    if layer.body.flags & 1:                   # DMA of (dma_total_byte + 8) / 8 words from the output FIFO
-        if a.dma_total_byte + 1 != y.size:
-            raise KModelFormatError(f"layer {layer.index} K210_CONV streams dma_total_byte + 1 = "
-                                    f"{a.dma_total_byte + 1} bytes, its output has {y.size}", layer.offset,
-                                    "dma_total_byte")
-        padded = np.zeros(-(-y.size // 8) * 8, np.uint8)
-        padded[:y.size] = y.reshape(-1)
-        m.put(layer.body.main_mem_out_address, padded, "main_mem_out_address", slack=DMA_SLACK)
-    return y
+    x = np.stack([kpu_download(m.kpu, a.image_src_addr, *a.in_shape) for m in machines])
+    outs = list(kpu_conv(a, x, layer.weights, layer.bn, layer.act, machines[0].arg_x_mode))
+    for m, y in zip(machines, outs):
+        kpu_upload(m.kpu, a.image_dst_addr, y)
+        if layer.body.flags & 1:               # DMA of (dma_total_byte + 8) / 8 words from the output FIFO
+            if a.dma_total_byte + 1 != y.size:
+                raise KModelFormatError(f"layer {layer.index} K210_CONV streams dma_total_byte + 1 = "
+                                        f"{a.dma_total_byte + 1} bytes, its output has {y.size}", layer.offset,
+                                        "dma_total_byte")
+            padded = np.zeros(-(-y.size // 8) * 8, np.uint8)
+            padded[:y.size] = y.reshape(-1)
+            m.put(layer.body.main_mem_out_address, padded, "main_mem_out_address", slack=DMA_SLACK)
+    return outs
+
+
+@executes(10240)
+def k210_conv(m, layer):
+    return k210_conv_batched([m], layer)[0]
+
+
+BATCHED[10240] = k210_conv_batched
 
 
 @executes(10243)
@@ -427,16 +439,24 @@ def logistic(m, layer):
                  "main_mem_out_address")
 
 
+def fully_connected_batched(machines, layer):
+    """out[o] = (sum_i x[i] * w[o][i], one FMA rounding per step) + bias[o], then the loader's activation; the
+    steps run once for every machine of a lockstep run."""
+    b = layer.body
+    x = np.stack([m.f32(b.main_mem_in_address, b.in_channels, "main_mem_in_address") for m in machines])
+    for m in machines:
+        m.span(b.main_mem_out_address, 4 * b.out_channels, "main_mem_out_address")
+    out = (dot_fma(x, layer.extra["weights"]) + layer.extra["bias"]).astype(np.float32)
+    act = machines[0].sdk.fc_acts.get(b.act)
+    return [m.put(b.main_mem_out_address, act(o) if act else o, "main_mem_out_address") for m, o in zip(machines, out)]
+
+
 @executes(18)
 def fully_connected(m, layer):
-    """out[o] = (sum_i x[i] * w[o][i], one FMA rounding per step) + bias[o], then the loader's activation."""
-    b = layer.body
-    x = m.f32(b.main_mem_in_address, b.in_channels, "main_mem_in_address")
-    m.span(b.main_mem_out_address, 4 * b.out_channels, "main_mem_out_address")
-    out = (dot_fma(x, layer.extra["weights"]) + layer.extra["bias"]).astype(np.float32)
-    act = m.sdk.fc_acts.get(b.act)
-    return m.put(b.main_mem_out_address, act(out) if act else out, "main_mem_out_address")
+    return fully_connected_batched([m], layer)[0]
 
+
+BATCHED[18] = fully_connected_batched
 
 def _flatten(m, layer, read):
     """CHW -> HWC (TensorFlow's flatten order)."""
@@ -496,26 +516,31 @@ def _check_runnable(model, sdk):
                            + ("; try sdk='head'" if layer.code in SDKS["head"].types else ""))
 
 
-def run_one(model, x, sdk="head", arg_x_mode="per_channel", trace=None):
-    """Run one sample (uint8 CHW image or float vector, already in device layout); returns the flat outputs."""
-    m = Machine(model, sdk, arg_x_mode)
-    _check_runnable(model, m.sdk)
+def run_lockstep(model, xs, sdk="head", arg_x_mode="per_channel", trace=None):
+    """Run samples (uint8 CHW images or float vectors, in device layout) layer by layer, one machine each, KPU
+    layers batched over them; returns the flat outputs per sample. trace collects every layer's outputs."""
+    machines = [Machine(model, sdk, arg_x_mode) for _ in xs]
+    _check_runnable(model, machines[0].sdk)
     kind, shape = input_spec(model)
     first = model.layers[0]
-    m.layer = first
-    if kind == "kpu":
-        kpu_upload(m.kpu, first.arg.image_src_addr, np.asarray(x, np.uint8).reshape(shape))
-    else:
-        m.put(first.body.main_mem_in_address, np.asarray(x, np.float32).reshape(-1), "main_mem_in_address")
+    for m, x in zip(machines, xs):
+        m.layer = first
+        if kind == "kpu":
+            kpu_upload(m.kpu, first.arg.image_src_addr, np.asarray(x, np.uint8).reshape(shape))
+        else:
+            m.put(first.body.main_mem_in_address, np.asarray(x, np.float32).reshape(-1), "main_mem_in_address")
     with np.errstate(all="ignore"):                 # the chip's float layers overflow to inf/NaN silently
         for layer in model.layers:
-            m.layer = layer
-            out = EXECUTORS[layer.code](m, layer)
-            log.debug("layer %d %s -> %s %s", layer.index, layer.name, np.shape(out), np.asarray(out).dtype)
+            for m in machines:
+                m.layer = layer
+            batched = BATCHED.get(layer.code)
+            outs = batched(machines, layer) if batched else [EXECUTORS[layer.code](m, layer) for m in machines]
+            log.debug("layer %d %s -> %s %s", layer.index, layer.name, np.shape(outs[0]), np.asarray(outs[0]).dtype)
             if trace is not None:
-                trace.append((layer.index, layer.name, np.array(out)))
-    m.layer = None
-    return [m.output(i, address, size) for i, (address, size) in enumerate(model.outputs)]
+                trace.append((layer.index, layer.name, [np.array(out) for out in outs]))
+    for m in machines:
+        m.layer = None
+    return [[m.output(i, address, size) for i, (address, size) in enumerate(model.outputs)] for m in machines]
 
 
 def run_v3(model, x, layout="hwc", trace=False, sdk="head", arg_x_mode="per_channel"):
@@ -534,13 +559,14 @@ def run_v3(model, x, layout="hwc", trace=False, sdk="head", arg_x_mode="per_chan
                            f"got an array of shape {arr.shape}")
     if len(xs) == 0:
         raise EmcError("the batch is empty: give at least one sample")
-    outs, steps = [], []
-    for sample in xs:
-        steps.append([] if trace else None)
-        outs.append(run_one(model, sample, sdk, arg_x_mode, steps[-1]))
+    outs, steps = [], None
+    for start in range(0, len(xs), SAMPLES_PER_PASS):
+        part = [] if trace else None
+        outs += run_lockstep(model, xs[start:start + SAMPLES_PER_PASS], sdk, arg_x_mode, part)
+        steps = part if steps is None else [(i, name, a + b) for (i, name, a), (_, _, b) in zip(steps, part)]
     results = [np.stack([o[k] for o in outs]) if batched else outs[0][k] for k in range(len(model.outputs))]
     if not trace:
         return results
     if not batched:
-        return results, steps[0]
-    return results, [(i, name, np.stack([s[n][2] for s in steps])) for n, (i, name, _) in enumerate(steps[0])]
+        return results, [(i, name, values[0]) for i, name, values in steps]
+    return results, [(i, name, np.stack(values)) for i, name, values in steps]

@@ -14,6 +14,7 @@ from .describe import windowed
 from ..chip.layer_types import OPCODE_BY_NAME
 
 EXECUTORS = {}                # opcode -> fn(machine, node) -> the node's output array
+BATCHED = {}                  # opcode -> fn(machines, node) -> outputs, for the nodes a lockstep run batches
 F32 = np.float32
 FLT_MAX = float(np.finfo(np.float32).max)
 MAX_TAPS = 1 << 16            # window taps along one axis before a (fuzzed) window is refused
@@ -24,6 +25,17 @@ def executes(*names):
     def wrap(fn):
         for name in names:
             EXECUTORS[OPCODE_BY_NAME[name]] = fn
+        return fn
+    return wrap
+
+
+def executes_batched(*names):
+    """Register fn(machines, node) -> [output per machine] as the lockstep form of these opcodes, and
+    fn([machine], node)[0] as their executor."""
+    def wrap(fn):
+        for name in names:
+            BATCHED[OPCODE_BY_NAME[name]] = fn
+            EXECUTORS[OPCODE_BY_NAME[name]] = lambda m, node: fn([m], node)[0]
         return fn
     return wrap
 

@@ -3,26 +3,32 @@ conv2d_transpose."""
 import numpy as np
 
 from .describe import windowed
-from .ops_common import F32, FLT_MAX, clamp, executes, mul_and_carry_shift, prod, window_geometry, wrap32
+from .ops_common import (F32, FLT_MAX, clamp, executes, executes_batched, mul_and_carry_shift, prod,
+                         window_geometry, wrap32)
 
 
 # ---- matmul and convolutions -------------------------------------------------------------------------------------
-@executes("matmul")
-def matmul(m, node):
+@executes_batched("matmul")
+def matmul(machines, node):
+    """Float32 a @ b + bias, summed step by step (product and sum each rounded); the steps run once for every
+    machine of a lockstep run."""
     b = node.body
     rows, cols, b_cols = b.a_rows, b.a_cols, b.b_cols
-    m.reserve(node.range("output"), rows * b_cols * 4, "output")
+    for m in machines:
+        m.reserve(node.range("output"), rows * b_cols * 4, "output")
     if not rows * b_cols:
-        return np.zeros((rows, b_cols), F32)
-    m.work(rows * cols * b_cols, "the matmul")
-    a = m.read(node.range("input_a"), "<f4", rows * cols, "input_a").reshape(rows, cols)
-    w = m.read(node.range("input_b"), "<f4", cols * b_cols, "input_b").reshape(cols, b_cols)
-    acc = np.broadcast_to(node.extra["bias"], (rows, b_cols)).astype(F32)
+        return [np.zeros((rows, b_cols), F32) for _ in machines]
+    for m in machines:
+        m.work(rows * cols * b_cols, "the matmul")
+    a = np.stack([m.read(node.range("input_a"), "<f4", rows * cols, "input_a").reshape(rows, cols) for m in machines])
+    w = np.stack([m.read(node.range("input_b"), "<f4", cols * b_cols, "input_b").reshape(cols, b_cols)
+                  for m in machines])
+    acc = np.broadcast_to(node.extra["bias"], (len(machines), rows, b_cols)).astype(F32)
     with np.errstate(all="ignore"):
         for i in range(cols):
-            acc = (acc + (a[:, i:i + 1] * w[i:i + 1, :]).astype(F32)).astype(F32)
+            acc = (acc + (a[:, :, i:i + 1] * w[:, i:i + 1, :]).astype(F32)).astype(F32)
     act = b.fused_activation
-    return m.write(node.range("output"), clamp(acc, act.min, act.max), "output")
+    return [m.write(node.range("output"), clamp(out, act.min, act.max), "output") for m, out in zip(machines, acc)]
 
 
 @executes("quantized_matmul")

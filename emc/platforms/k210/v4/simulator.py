@@ -1,5 +1,6 @@
 """Runs a kmodel v4 as nncase v0.2's runtime does: input 0 in, nodes in file order (one function per opcode:
 the CPU ones in ops_tensor / ops_math / ops_conv, the two KPU ones here on chip/kpu.py), every output out.
+A batch runs in lockstep, a machine per sample, with kpu_conv2d and matmul computed once over all of them.
 """
 import logging
 
@@ -7,7 +8,7 @@ import numpy as np
 
 from ....errors import EmcError, KModelFormatError
 from . import ops_conv, ops_math, ops_tensor
-from .ops_common import EXECUTORS, executes, prod
+from .ops_common import BATCHED, EXECUTORS, executes, executes_batched, prod
 from ..chip.device_input import to_device_layout
 from ..chip.kpu import kpu_conv, kpu_download, kpu_rows, kpu_upload
 from .reader import KModelV4
@@ -16,6 +17,7 @@ from .structs import KPU_RAM_BYTES
 log = logging.getLogger(__name__)
 OP_MODULES = (ops_tensor, ops_math, ops_conv)      # importing them fills EXECUTORS
 MAX_WORK = 1 << 31            # element operations one node may ask for before we refuse (fuzzed files)
+SAMPLES_PER_PASS = 8          # samples run in lockstep (each has its own memories: ~2 MiB KPU RAM + main memory)
 
 
 class Machine:
@@ -83,19 +85,22 @@ def kpu_upload_op(m, node):
     return x
 
 
-@executes("kpu_conv2d")
-def kpu_conv2d_op(m, node):
+@executes_batched("kpu_conv2d")
+def kpu_conv2d(machines, node):
+    """kpu_conv2d of one node in every machine of a lockstep run: one kpu_conv call over all their maps."""
     a, n = node.arg, node.body.batches
     c, h, w = a.in_shape
     if n == 0:
-        return np.zeros((0,) + a.out_shape, np.uint8)
-    x = kpu_download(m.kpu, a.image_src_addr, c, h, w, n).reshape(n, c, h, w)
-    y = np.stack([kpu_conv(a, x[i], node.weights, node.bn, node.act, m.arg_x_mode) for i in range(n)])
-    kpu_upload(m.kpu, a.image_dst_addr, y)
+        return [np.zeros((0,) + a.out_shape, np.uint8) for _ in machines]
+    x = np.concatenate([kpu_download(m.kpu, a.image_src_addr, c, h, w, n).reshape(n, c, h, w) for m in machines])
+    y = kpu_conv(a, x, node.weights, node.bn, node.act, machines[0].arg_x_mode)
+    outs = list(y.reshape((len(machines), n) + y.shape[1:]))
     main_out = node.range("main_mem_output")
-    if main_out.size:
-        m.write(main_out, y, "main_mem_output")
-    return y
+    for m, out in zip(machines, outs):
+        kpu_upload(m.kpu, a.image_dst_addr, out)
+        if main_out.size:
+            m.write(main_out, out, "main_mem_output")
+    return outs
 
 
 # ---- running a model ---------------------------------------------------------------------------------------------
@@ -111,21 +116,10 @@ def input_spec(model):
 
 
 def _kpu_samples(model, x, layout):
+    """(samples (N, n, C, H, W), was_batched) for a model with its n input images in KPU RAM."""
     n, c, h, w = model.input_shapes[0]
-    if n == 1:
-        xs, batched = to_device_layout(x, (c, h, w), layout)
-        return xs[:, None], batched
-    arr = np.asarray(x)
-    single = (n, h, w, c) if layout == "hwc" else (n, c, h, w)
-    if arr.shape == single:
-        arr, batched = arr[None], False
-    elif arr.ndim == 5 and arr.shape[1:] == single:
-        batched = True
-    else:
-        raise EmcError(f"the kmodel takes {n} uint8 images of {'x'.join(map(str, single[1:]))} ({layout.upper()}) "
-                       f"per run, shape {single}, or a batch of them; got an array of shape {arr.shape}")
-    flat, _ = to_device_layout(arr.reshape((-1,) + single[1:]), (c, h, w), layout)
-    return flat.reshape((-1, n, c, h, w)), batched
+    xs, batched = to_device_layout(x, (c, h, w), layout, images=n)
+    return (xs[:, None] if n == 1 else xs), batched
 
 
 def _main_samples(model, x):
@@ -163,15 +157,24 @@ def _feed(m, model, sample):
         m.write(r, sample, "inputs[0]")
 
 
-def run_one(model, sample, arg_x_mode="per_channel", trace=None):
-    """Run one sample (already in device layout) and return the outputs as stored."""
-    m = Machine(model, arg_x_mode)
-    _feed(m, model, sample)
+def run_lockstep(model, samples, arg_x_mode="per_channel", trace=None):
+    """Run samples (already in device layout) node by node, one machine each, KPU layers batched over them;
+    returns the outputs as stored, per sample. trace collects the first sample's node outputs."""
+    machines = [Machine(model, arg_x_mode) for _ in samples]
+    for m, sample in zip(machines, samples):
+        _feed(m, model, sample)
     for node in model.nodes:
-        m.node = node
-        out = EXECUTORS[node.opcode](m, node)
+        for m in machines:
+            m.node = node
+        batched = BATCHED.get(node.opcode)
+        outs = batched(machines, node) if batched else [EXECUTORS[node.opcode](m, node) for m in machines]
         if trace is not None:
-            trace.append((node.index, node.name, np.array(out)))
+            trace.append((node.index, node.name, np.array(outs[0])))
+    return [_outputs(m, model) for m in machines]
+
+
+def _outputs(m, model):
+    """Every output of a finished run, as stored: float32 or uint8, flat."""
     m.node = None
     results = []
     for i, r in enumerate(model.outputs):
@@ -202,7 +205,9 @@ def run_v4(model, x, layout="hwc", trace=False, arg_x_mode="per_channel", **opti
     if not len(samples):
         raise EmcError("the input batch is empty")
     steps = [] if trace else None
-    outs = [run_one(model, s, arg_x_mode, steps if i == 0 else None) for i, s in enumerate(samples)]
+    outs = []
+    for start in range(0, len(samples), SAMPLES_PER_PASS):
+        outs += run_lockstep(model, samples[start:start + SAMPLES_PER_PASS], arg_x_mode, steps if start == 0 else None)
     results = [np.stack([o[k] for o in outs]) if batched else outs[0][k] for k in range(len(model.outputs))]
     log.debug("ran a kmodel v4 of %d nodes on %d sample(s)", len(model.nodes), len(samples))
     return (results, steps) if trace else results

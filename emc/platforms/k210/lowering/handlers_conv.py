@@ -8,7 +8,7 @@ import numpy as np
 from ... import registrar
 from ....layers import LINEAR
 from ..chip.kpu import POOL_FACTOR
-from .convplan import unshift
+from .convplan import as_fully_connected, unshift, window_kernel, window_ranges
 from .handlers_pointwise import float_activation, softmax
 from .ir import F32, KPU, MAIN, U8, Value
 from .quantize import Quant, kpu_conv_params
@@ -121,8 +121,16 @@ def kpu_conv(ctx, node, plan):
         in_q = src.quant
     if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0 and src.affine is None:
         unshift(plan)              # v3's CPU padding writes code 0 only: select from the full-size map instead
+    if _pads_a_small_map(ctx, node, plan, src, in_q):
+        kernel, bias = as_fully_connected(kernel, bias, plan.depthwise, plan.strides, plan.pads, src.shape[:2],
+                                          node.shape[:2])
+        plan.padded, plan.k, plan.depthwise, plan.prepad, plan.select, plan.pool = True, 1, False, (0,) * 4, None, 0
+    if plan.window:
+        kernel = window_kernel(kernel)
     c_in = kernel.shape[2]
-    if plan.padded:
+    if plan.window:
+        x, in_chw = window_map(ctx, node, src, c_in, in_q)
+    elif plan.padded:
         x = ctx.buffer(node.name + ":pad4", KPU, U8, (c_in, 4, 4), in_q)
         ctx.emit("K210_ADD_PADDING", node.name, [ctx.need(src, U8)], [x], channels=c_in)
         in_chw = (c_in, 4, 4)
@@ -148,6 +156,8 @@ def kpu_conv(ctx, node, plan):
     k = params.kernel_size
     pixels = 1 if plan.padded else in_chw[1] * in_chw[2]     # a padded 1x1 map: only one pixel is real work
     macs = pixels * k * k * c_out * (1 if plan.depthwise else c_in)
+    if plan.window:
+        macs = src.count * c_out
     layer = ctx.emit("K210_CONV", node.name, [x], [out], macs=macs,
                      weight_bytes=params.weights.size + 8 * c_out + 144,
                      conv=params, pool=plan.pool, in_chw=in_chw, out_chw=out_chw)
@@ -157,6 +167,9 @@ def kpu_conv(ctx, node, plan):
         flat = ctx.buffer(name + ":unpad", MAIN, U8, (c_out,), out_q)
         ctx.emit("K210_REMOVE_PADDING", name, [ctx.stream_out(layer)], [flat], channels=c_out)
         ctx.set_value(name, shape, U8, flat, out_q)
+    elif plan.window:                              # output pixel (1, 1) of each channel is the dense layer
+        picked = ctx.select(name, ctx.stream_out(layer), out_chw, (1, 1, 1, 1, 1, 1), out_q)
+        ctx.set_value(name, shape, U8, picked, out_q)
     elif plan.select:
         picked = ctx.select(name, ctx.stream_out(layer), out_chw, plan.select, out_q)
         ctx.set_value(name, shape, U8, picked, out_q)
@@ -168,6 +181,27 @@ def kpu_conv(ctx, node, plan):
         ctx.set_value(name, shape, KPU, out, out_q, conv=layer)
     if plan.activation.name == "softmax":
         softmax(ctx, node, ctx.values.pop(name))
+
+
+def _pads_a_small_map(ctx, node, plan, src, in_q):
+    """kmodel v3, a map under 4x4 whose grown padding a kept output reads, with a zero point not 0 (v3 pads with
+    code 0 only): the conv runs exactly as the dense layer it is (as_fully_connected) when that fits the KPU."""
+    if not (ctx.version == 3 and any(plan.prepad) and not plan.blind_pad and in_q.zero_point != 0
+            and src.affine is None and len(src.shape) == 3 and min(src.shape[:2]) < 4):
+        return False
+    (h, w, c_in), (oh, ow, c_out) = src.shape, node.shape
+    return h * w * c_in <= 1024 and oh * ow * c_out <= 1024
+
+
+def window_map(ctx, node, src, channels, in_q):
+    """The dense layer's input vector gathered into the CHW 4x4 map of its 3x3 window form (window_ranges) by a
+    QUANTIZED_CONCAT, then uploaded to the KPU."""
+    vec = ctx.need(src, U8)
+    chw = (channels, 4, 4)
+    out = ctx.buffer(node.name + ":window", MAIN, U8, chw, in_q)
+    ctx.emit("QUANTIZED_CONCAT", node.name, [vec], [out],
+             ranges=[(vec, start, size) for start, size in window_ranges(src.count, channels)])
+    return ctx.upload(node.name + ":window", out, chw, in_q), chw
 
 
 def prepadded(ctx, node, src, pads, in_q, blind=False):

@@ -13,8 +13,8 @@ from ....errors import EmcError, QuantizationError
 from ....graph import preact_name
 from ..chip.cpu_math import pool_wraps
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
-from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
-                       sole_consumer)
+from .convplan import (KPU_CONV_KINDS, KPU_MAX_CHANNELS, WINDOW_TAPS, conv_view, fused_pool, plan_conv,
+                       shift_by_pool6, sole_consumer)
 from .ir import CODE, F32, KPU, MAIN, U8, Buffer, BufferView, Layer, V4Layer, Value
 from .quantize import KpuConvParams, Quant
 from .table import TABLE
@@ -235,17 +235,18 @@ class Lowering:
             self.plans[node.name] = plan
 
     def _dense_on_kpu(self, node):
-        """Dense on a vector: a quantised 1x1 KPU conv ('kpu'), float FULLY_CONNECTED ('cpu'), or by size ('auto':
-        the KPU for layers of 64K weights or more, which would take 256 KiB as float32)."""
+        """Dense on a vector: a quantised 1x1 KPU conv ('kpu'; over 1024 inputs one 3x3 conv, convplan.window_kernel),
+        float FULLY_CONNECTED ('cpu'), or by size ('auto': the KPU for layers of 64K weights or more, which would
+        take 256 KiB as float32, and for those over 1024 inputs, whose uint8 form runs in one KPU layer)."""
         n_in, n_out = node.op.kernel.shape
         src = self.graph[node.inputs[0]]
-        if (n_in > 1024 or n_out > 1024
+        if (n_in > WINDOW_TAPS * KPU_MAX_CHANNELS or n_out > KPU_MAX_CHANNELS
                 or src.name in self.graph.inputs or (src.op.kind in ("flatten", "reshape")
                                                      and src.inputs[0] in self.graph.inputs)):
             return False
         if self.dense_mode == "kpu":
             return True
-        return self.dense_mode == "auto" and n_in * n_out >= 65536
+        return self.dense_mode == "auto" and (n_in * n_out >= 65536 or n_in > KPU_MAX_CHANNELS)
 
     # ---- building blocks ---------------------------------------------------------------------------------------------
     def buffer(self, name, where, dtype, shape, quant=None):

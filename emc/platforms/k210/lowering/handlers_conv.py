@@ -194,13 +194,21 @@ def _pads_a_small_map(ctx, node, plan, src, in_q):
 
 
 def window_map(ctx, node, src, channels, in_q):
-    """The dense layer's input vector gathered into the CHW 4x4 map of its 3x3 window form (window_ranges) by a
-    QUANTIZED_CONCAT, then uploaded to the KPU."""
+    """The dense layer's input vector as the CHW 4x4 map of its 3x3 window form: v3 gathers it with a
+    QUANTIZED_CONCAT (window_ranges); v4 pads the vector to 9 values per channel, then each 3x3 to 4x4."""
     vec = ctx.need(src, U8)
     chw = (channels, 4, 4)
     out = ctx.buffer(node.name + ":window", MAIN, U8, chw, in_q)
-    ctx.emit("QUANTIZED_CONCAT", node.name, [vec], [out],
-             ranges=[(vec, start, size) for start, size in window_ranges(src.count, channels)])
+    if ctx.version == 4:
+        n, code = src.count, in_q.zero_point
+        nine = ctx.buffer(node.name + ":window9", MAIN, U8, (channels * 9,), in_q)
+        ctx.emit_v4("pad", node.name, [vec], [nine], in_shape=(1, 1, 1, n), pad_value=code,
+                    paddings=((0, 0), (0, 0), (0, 0), (0, channels * 9 - n)))
+        ctx.emit_v4("pad", node.name, [nine], [out], in_shape=(1, channels, 3, 3), pad_value=code,
+                    paddings=((0, 0), (0, 0), (0, 1), (0, 1)))
+    else:
+        ctx.emit("QUANTIZED_CONCAT", node.name, [vec], [out],
+                 ranges=[(vec, start, size) for start, size in window_ranges(src.count, channels)])
     return ctx.upload(node.name + ":window", out, chw, in_q), chw
 
 

@@ -113,8 +113,12 @@ def kpu_conv(ctx, node, plan):
     kernel, bias = plan.kernel, plan.bias
     if node.op.kind == "dense" and src.order not in (None, "hwc"):
         kernel = kernel[:, :, chw_rows(src.order)]
+    halves = half_step_codes(ctx, plan, src)
     if src.affine is not None:
-        kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine)
+        kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine, exact=bool(halves))
+    if halves:                     # each input channel twice, half the weights: one copy padded with z, one with z + 1
+        kernel = np.concatenate([kernel / 2, kernel / 2], axis=2)
+        plan.prepad = (1, 1, 0, 1)
     else:
         if src.quant is None:
             src.quant = ctx.quant_of(src.name)
@@ -137,7 +141,7 @@ def kpu_conv(ctx, node, plan):
     elif plan.inherit:
         x, in_chw = src.raw, src.raw.chw
     elif any(plan.prepad):
-        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q, plan.blind_pad)
+        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q, plan.blind_pad, halves)
         if x is None:
             return
     else:
@@ -212,12 +216,16 @@ def window_map(ctx, node, src, channels, in_q):
     return ctx.upload(node.name + ":window", out, chw, in_q), chw
 
 
-def prepadded(ctx, node, src, pads, in_q, blind=False):
+def prepadded(ctx, node, src, pads, in_q, blind=False, codes=None):
     """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
     quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0 -- right for any
-    quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4)."""
+    quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4).
+    codes: the model input padded once with each (half_step_codes)."""
+    if codes:
+        u8 = ctx.padded_input(node.name + ":pad", src, pads, in_q, codes)
+        return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
     if ctx.version == 3 and in_q.zero_point != 0 and not blind and src.affine is not None and pads[2:] == (0, 0):
-        u8 = ctx.padded_input(node.name + ":pad", src, pads[:2], in_q)     # the model input: rows of its zero point
+        u8 = ctx.padded_input(node.name + ":pad", src, pads, in_q)     # the model input: rows of its zero point
         return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
     if ctx.version == 3 and in_q.zero_point != 0 and not blind:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
@@ -230,11 +238,26 @@ def prepadded(ctx, node, src, pads, in_q, blind=False):
     return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
 
 
-def fold_input_transform(ctx, node, kernel, bias, plan, affine):
+def half_step_codes(ctx, plan, src):
+    """(z, z + 1) when the conv reads the model input, every channel's zero point is z + 0.5 (img_neg1_1: 127.5)
+    and the plan is the TF-'same' stride-2 shift (pool 6): padding one copy of the input with z and one with z + 1,
+    each with half the weights, pads with real 0 exactly (the halved weights quantise to the same codes), where a
+    single pad code is half a pixel step off. None otherwise."""
+    if src.affine is None or plan.pool != 6 or plan.k != 3 or plan.prepad != (1, 1, 0, 0) or plan.depthwise:
+        return None
+    scale, offset = (np.asarray(a, np.float64) for a in src.affine)
+    zp = -offset / scale
+    if np.ptp(zp) > 1e-9 or abs(zp[0] - np.floor(zp[0]) - 0.5) > 1e-9 or not 0 <= zp[0] < 255:
+        return None
+    return int(np.floor(zp[0])), int(np.floor(zp[0])) + 1
+
+
+def fold_input_transform(ctx, node, kernel, bias, plan, affine, exact=False):
     """First conv on the camera image: fold the per-channel pixel -> float mapping into kernel and bias.
 
     The KPU then sees raw pixels with an integer zero point; a fractional zero point (e.g. 127.5 for
-    img_neg1_1) is corrected in the bias (exact inside the map, half a pixel step off on padded borders).
+    img_neg1_1) is corrected in the bias (exact inside the map, half a pixel step off on padded borders unless
+    `exact`: the borders are padded as half_step_codes says).
     """
     scale, offset = (np.asarray(a, np.float64) for a in affine)
     zp_c = -offset / scale
@@ -247,7 +270,7 @@ def fold_input_transform(ctx, node, kernel, bias, plan, affine):
         bias += kernel[:, :, :, 0].sum(axis=(0, 1)) * corr
     else:
         bias += np.einsum("hwio,i->o", kernel, corr)
-    if np.any(np.abs(corr) > 1e-6) and plan.k == 3:
+    if np.any(np.abs(corr) > 1e-6) and plan.k == 3 and not exact:
         ctx.notes.append(f"'{node.name}': the input zero point {float(np.mean(zp_c)):g} is not an integer pixel "
                          f"value; border pixels of this 3x3 conv see padding half a pixel step off")
     return kernel, bias, Quant(1.0, zp)

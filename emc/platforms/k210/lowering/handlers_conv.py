@@ -116,13 +116,13 @@ def kpu_conv(ctx, node, plan):
     halves = half_step_codes(ctx, plan, src)
     if src.affine is not None:
         kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine, exact=bool(halves))
-    if halves:                     # each input channel twice, half the weights: one copy padded with z, one with z + 1
-        kernel = np.concatenate([kernel / 2, kernel / 2], axis=2)
-        plan.prepad = (1, 1, 0, 1)
     else:
         if src.quant is None:
             src.quant = ctx.quant_of(src.name)
         in_q = src.quant
+    if halves:                     # each input channel twice, half the weights: one copy padded with z, one with z + 1
+        kernel = np.concatenate([kernel / 2, kernel / 2], axis=2)
+        plan.prepad = (1, 1, 0, 1)
     if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0 and src.affine is None:
         unshift(plan)              # v3's CPU padding writes code 0 only: select from the full-size map instead
     if _pads_a_small_map(ctx, node, plan, src, in_q):

@@ -1,5 +1,6 @@
 """A dense layer over more than 1024 inputs (issue 10): one 3x3 KPU conv on a gathered 4x4 map with uint8
-weights, in kmodel v3 and v4, never float32 FULLY_CONNECTED / matmul weights."""
+weights, in kmodel v3 and v4, never float32 FULLY_CONNECTED / matmul weights; too big for that (over 9216
+inputs), kmodel v4's uint8 quantized_matmul."""
 import numpy as np
 import pytest
 
@@ -31,13 +32,15 @@ def test_the_window_form_computes_the_dense_product(n_in):
     assert np.allclose(got, x @ w)
 
 
-def flatten_dense_graph():
-    """16x16x3 -> stride-2 conv, 64 channels -> flatten (4096 values) -> Dense(10)."""
+def flatten_dense_graph(stride=2, act="linear"):
+    """16x16x3 -> conv, 64 channels (stride 2: 4096 values, stride 1: 16384) -> flatten -> Dense(10)."""
     g = Graph()
     i = g.add_input((16, 16, 3))
-    x = g.add(L.Conv2D(rnd(3, 3, 3, 64) * 0.3, rnd(64) * 0.1, strides=(2, 2), pads=(0, 1, 0, 1),
+    pads = (0, 1, 0, 1) if stride == 2 else (1, 1, 1, 1)
+    x = g.add(L.Conv2D(rnd(3, 3, 3, 64) * 0.3, rnd(64) * 0.1, strides=(stride, stride), pads=pads,
                        activation=Act("relu")), i)
-    x = g.add(L.Dense(rnd(4096, 10) * 0.05, rnd(10) * 0.1), g.add(L.Flatten(), x))
+    n = 16 * 16 * 64 // stride ** 2
+    x = g.add(L.Dense(rnd(n, 10) * 0.1 / np.sqrt(n / 1024), rnd(10) * 0.1, activation=Act(act)), g.add(L.Flatten(), x))
     g.set_outputs(x)
     return g
 
@@ -60,3 +63,17 @@ def test_dense_cpu_still_gives_float_weights():
     data = smooth_images((16, 16, 3), 8, np.random.default_rng(3))
     art = emc.convert(flatten_dense_graph(), platform="k210", dataset=data, version=3, dense="cpu")
     assert "FULLY_CONNECTED" in {r["type"] for r in art.report.rows}
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "softmax"])
+def test_a_dense_over_16384_inputs_is_a_quantized_matmul_in_v4(act):
+    g = flatten_dense_graph(stride=1, act=act)
+    data = smooth_images((16, 16, 3), 16, np.random.default_rng(4))
+    art = emc.convert(g, platform="k210", dataset=data, version=4)
+    types = [r["type"] for r in art.report.rows]
+    assert "quantized_matmul" in types and "matmul" not in types
+    row = [r for r in art.report.rows if r["type"] == "quantized_matmul"][0]
+    assert row["weights"] == 16384 * 10 + 4 * 10 and row["MACs"] == 16384 * 10
+    want, got = art.graph.run(data)[0], art.simulate(data)[0]
+    cos = float(np.sum(want * got) / np.linalg.norm(want) / np.linalg.norm(got))
+    assert cos >= 0.999, cos

@@ -186,6 +186,13 @@ def window_kernel(kernel):
     return flat.reshape(c, 3, 3, n_out).transpose(1, 2, 0, 3)
 
 
+def window_fits(n_in, n_out):
+    """Whether a dense layer of n_in > 1024 inputs fits the KPU in its window form (channels, weight loads)."""
+    c = -(-n_in // WINDOW_TAPS)
+    per_load = min(n_out, WEIGHT_BUFFER // (9 * c))
+    return c <= KPU_MAX_CHANNELS and n_out <= KPU_MAX_CHANNELS and per_load >= 1 and -(-n_out // per_load) <= MAX_LOADS
+
+
 def window_ranges(n_in, channels):
     """(start, size) byte ranges of an n_in-byte vector that build the CHW 4x4 map window_kernel reads: per channel
     rows 0-2 take 3 inputs each; the bytes no kept tap reads (column 3, row 3, past n_in) repeat the vector's start."""

@@ -11,6 +11,7 @@ from ..chip.kpu import POOL_FACTOR
 from .convplan import as_fully_connected, unshift, window_kernel, window_ranges
 from .handlers_pointwise import float_activation, softmax
 from .ir import F32, KPU, MAIN, U8, Value
+from .fixedpoint import fixed_mul
 from .quantize import Quant, kpu_conv_params
 
 FC_ACTS = {"linear": 0, "relu": 1, "relu6": 2}
@@ -276,9 +277,13 @@ def fold_input_transform(ctx, node, kernel, bias, plan, affine, exact=False):
     return kernel, bias, Quant(1.0, zp)
 
 
-# ---- dense (float, CPU) ---------------------------------------------------------------------------------------
+# ---- dense (CPU) -----------------------------------------------------------------------------------------------
+QMATMUL_MAX_INPUTS = (1 << 31) // (255 * 255)      # an int32 accumulator cannot overflow
+
+
 def fully_connected(ctx, node):
-    """FULLY_CONNECTED on float32; a preceding flatten is folded by permuting the weight rows to CHW order."""
+    """FULLY_CONNECTED on float32; a preceding flatten is folded by permuting the weight rows to CHW order.
+    kmodel v4: a big dense layer the KPU cannot take (big_dense, not dense='cpu') is a uint8 quantized_matmul."""
     op = node.op
     src = ctx.values[node.inputs[0]]
     if len(ctx.graph[node.inputs[0]].shape) != 1:
@@ -288,6 +293,9 @@ def fully_connected(ctx, node):
     kernel = np.asarray(op.kernel, np.float32)
     if src.order not in (None, "hwc"):
         kernel = kernel[chw_rows(src.order)]
+    if (ctx.version == 4 and ctx.dense_mode != "cpu" and ctx.big_dense(node) and ctx.input_kind == "kpu"
+            and kernel.shape[0] <= QMATMUL_MAX_INPUTS and quantized_matmul(ctx, node, src, kernel)):
+        return
     x = ctx.need(src, F32)
     n_in, n_out = kernel.shape
     bias = np.zeros(n_out, np.float32) if op.bias is None else np.asarray(op.bias, np.float32)
@@ -301,6 +309,36 @@ def fully_connected(ctx, node):
     pre = Value(node.name + ":preact", node.shape, Quant.from_range(*ctx.pre_range(node.name, act)))
     pre.forms[F32] = out
     float_activation(ctx, node, pre, act)
+
+
+def quantized_matmul(ctx, node, src, kernel):
+    """kmodel v4's quantized_matmul: uint8 input and weights (one scale, zero point each), int32 bias and
+    accumulator, one fixed-point multiplier to the output's codes; relu / relu6 clamp through the output range."""
+    in_q = src.quant or ctx.quant_of(src.name)
+    bias = np.zeros(kernel.shape[1]) if node.op.bias is None else np.asarray(node.op.bias, np.float64)
+    w_q = Quant.from_range(min(float(kernel.min()), 0.0), max(float(kernel.max()), 0.0))
+    codes = np.clip(np.round(kernel / w_q.scale) + w_q.zero_point, 0, 255).astype(np.uint8)
+    n_in, n_out = kernel.shape
+    acc_scale = in_q.scale * w_q.scale
+    bias = np.round(bias / acc_scale)
+    if np.abs(bias).max(initial=0) >= 2 ** 31 - 255 * 255 * n_in:
+        return False                       # the bias does not fit the int32 accumulator: float matmul instead
+    x = ctx.need(src, U8)
+    act = node.op.activation
+    clamps = act.name in FC_ACTS
+    out_q = ctx.quant_of(node.name) if clamps else Quant.from_range(*ctx.pre_range(node.name, act))
+    mul, shift = fixed_mul(acc_scale / out_q.scale, 24, 60)
+    out = ctx.buffer(node.name + (":u8" if clamps else ":preact"), MAIN, U8, (n_out,), out_q)
+    ctx.emit_v4("quantized_matmul", node.name, [x], [out], macs=n_in * n_out, weight_bytes=n_in * n_out + 4 * n_out,
+                matrix=codes, bias=bias.astype(np.int64), a_offset=-in_q.zero_point,
+                b_offset=-w_q.zero_point, mul=mul, shift=shift, out_offset=out_q.zero_point)
+    if clamps:
+        ctx.set_value(node.name, node.shape, U8, out, out_q)
+        return True
+    pre = Value(node.name + ":preact", node.shape, out_q)
+    pre.forms[U8] = out
+    float_activation(ctx, node, pre, act)
+    return True
 
 
 def chw_rows(order):

@@ -13,8 +13,8 @@ from ....errors import EmcError, QuantizationError
 from ....graph import preact_name
 from ..chip.cpu_math import pool_wraps
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
-from .convplan import (KPU_CONV_KINDS, KPU_MAX_CHANNELS, WINDOW_TAPS, conv_view, fused_pool, plan_conv,
-                       shift_by_pool6, sole_consumer)
+from .convplan import (KPU_CONV_KINDS, KPU_MAX_CHANNELS, conv_view, fused_pool, plan_conv, shift_by_pool6,
+                       sole_consumer, window_fits)
 from .ir import CODE, F32, KPU, MAIN, U8, Buffer, BufferView, Layer, V4Layer, Value
 from .quantize import KpuConvParams, Quant
 from .table import TABLE
@@ -240,13 +240,19 @@ class Lowering:
         take 256 KiB as float32, and for those over 1024 inputs, whose uint8 form runs in one KPU layer)."""
         n_in, n_out = node.op.kernel.shape
         src = self.graph[node.inputs[0]]
-        if (n_in > WINDOW_TAPS * KPU_MAX_CHANNELS or n_out > KPU_MAX_CHANNELS
+        if ((n_in > KPU_MAX_CHANNELS and not window_fits(n_in, n_out)) or n_out > KPU_MAX_CHANNELS
                 or src.name in self.graph.inputs or (src.op.kind in ("flatten", "reshape")
                                                      and src.inputs[0] in self.graph.inputs)):
             return False
         if self.dense_mode == "kpu":
             return True
-        return self.dense_mode == "auto" and (n_in * n_out >= 65536 or n_in > KPU_MAX_CHANNELS)
+        return self.dense_mode == "auto" and self.big_dense(node)
+
+    @staticmethod
+    def big_dense(node):
+        """A dense layer whose float32 weights would cost: 64K weights or more (256 KiB), or over 1024 inputs."""
+        n_in, n_out = node.op.kernel.shape
+        return n_in * n_out >= 65536 or n_in > KPU_MAX_CHANNELS
 
     # ---- building blocks ---------------------------------------------------------------------------------------------
     def buffer(self, name, where, dtype, shape, quant=None):

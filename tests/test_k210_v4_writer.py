@@ -329,3 +329,23 @@ def test_quantized_add_fields_match_float_within_one_code(seed):
     real = ca * (a - qa.zero_point) * qa.scale + cb * (b - qb.zero_point) * qb.scale
     want = np.clip(np.round(real / qo.scale) + qo.zero_point, 0, 255)
     assert np.abs(got - want).max() <= 1
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_tf_same_stem_on_img_neg1_1_pads_with_real_zero(version):
+    """img_neg1_1's zero point is 127.5, between two pixel codes: the TF-'same' stride-2 stem pads one copy of the
+    input with 127 and one with 128, each with half the weights, so its last row and column (which read the
+    padding) are as close to the float conv as the rest. Pixels near 127.5 keep the output range small, where a
+    single pad code (half a pixel step off) shows as several output codes."""
+    keras = pytest.importorskip("keras")
+    from emc.convert import convert
+    keras.utils.set_random_seed(9)
+    x = keras.Input((16, 16, 3))
+    model = keras.Model(x, keras.layers.Conv2D(8, 3, strides=2, padding="same", name="stem")(x))
+    pixels = np.random.default_rng(2).integers(115, 141, (8, 16, 16, 3))
+    data = (pixels / 127.5 - 1.0).astype(np.float32)
+    art = convert(model, dataset=data, dataset_func="img_neg1_1", version=version)
+    assert not any("half a pixel step" in note for note in art.report.notes)
+    reference, simulated = art.graph.run(data)[0], art.simulate(data)[0]
+    step = (reference.max() - reference.min()) / 255
+    assert np.abs(reference - simulated).max() <= 1.5 * step

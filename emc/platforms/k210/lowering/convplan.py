@@ -44,6 +44,7 @@ class ConvPlan:
         self.blind_pad = False        # the prepad only grows a small map and no kept output reads it
         self.problems = []
         self.unshifted = None         # the plan's select before shift_by_pool6 (kept for a v3 fallback)
+        self.window = False           # dense over > 1024 inputs: one 3x3 conv on a gathered 4x4 map (window_kernel)
 
 
 def conv_view(graph, node, dense_on_kpu=None):
@@ -86,6 +87,9 @@ def plan_conv(graph, node, view, inherited=False):
     if inherited:
         h, w = 2 * h, 2 * w
     c_out = node.shape[-1]
+    if node.op.kind == "dense" and (h, w) == (1, 1) and KPU_MAX_CHANNELS < c_in <= WINDOW_TAPS * KPU_MAX_CHANNELS:
+        plan.window, plan.k = True, 3
+        c_in = -(-c_in // WINDOW_TAPS)
     dilation = node.op.attrs.get("dilation", (1, 1))
     if dilation != (1, 1):
         plan.problems.append(f"{where} {kh}x{kw} dilation {dilation[0]}x{dilation[1]}): the KPU has no dilated "
@@ -101,6 +105,9 @@ def plan_conv(graph, node, view, inherited=False):
             plan.problems.append(f"{where}): {count} {label} channels; the KPU takes at most {KPU_MAX_CHANNELS} "
                                  f"(beyond that boards give constant outputs, nncase issue 206); split the layer")
     if plan.problems:
+        return plan
+    if plan.window:
+        _check_loads(plan, where, 3, c_in, c_out, False)
         return plan
     if h == 1 and w == 1:
         return _plan_padded(plan, where, kh, pads)
@@ -163,6 +170,66 @@ def shift_by_pool6(plan, in_hw):
 def unshift(plan):
     """Undo shift_by_pool6: the stride-1 conv on the unpadded map, rows and columns picked on the CPU."""
     plan.prepad, plan.pool, plan.select, plan.unshifted = (0, 0, 0, 0), 0, plan.unshifted, None
+
+
+WINDOW_TAPS = 9                  # a dense layer's inputs per channel in its 3x3 window form
+
+
+def window_kernel(kernel):
+    """A dense kernel (1, 1, n_in, n_out) as a 3x3 conv kernel (3, 3, C, n_out), C = ceil(n_in / 9): input
+    9c + 3ky + kx is tap (ky, kx) of channel c, so output pixel (1, 1) of the 'same' conv on a 4x4 map whose
+    rows 0-2, columns 0-2 hold the inputs (window_ranges) is the dense layer; taps past n_in weigh 0."""
+    n_in, n_out = kernel.shape[2:]
+    c = -(-n_in // WINDOW_TAPS)
+    flat = np.zeros((c * WINDOW_TAPS, n_out), np.float64)
+    flat[:n_in] = np.asarray(kernel, np.float64).reshape(n_in, n_out)
+    return flat.reshape(c, 3, 3, n_out).transpose(1, 2, 0, 3)
+
+
+def window_fits(n_in, n_out):
+    """Whether a dense layer of n_in > 1024 inputs fits the KPU in its window form (channels, weight loads)."""
+    c = -(-n_in // WINDOW_TAPS)
+    per_load = min(n_out, WEIGHT_BUFFER // (9 * c))
+    return c <= KPU_MAX_CHANNELS and n_out <= KPU_MAX_CHANNELS and per_load >= 1 and -(-n_out // per_load) <= MAX_LOADS
+
+
+def window_ranges(n_in, channels):
+    """(start, size) byte ranges of an n_in-byte vector that build the CHW 4x4 map window_kernel reads: per channel
+    rows 0-2 take 3 inputs each; the bytes no kept tap reads (column 3, row 3, past n_in) repeat the vector's start."""
+    ranges = []
+    for c in range(channels):
+        for row in range(4):
+            start = WINDOW_TAPS * c + 3 * row
+            real = max(min(n_in - start, 3), 0) if row < 3 else 0
+            if real:
+                ranges.append((start, real))
+            ranges.append((0, 4 - real))
+    return ranges
+
+
+def as_fully_connected(kernel, bias, depthwise, strides, pads, in_hw, out_hw):
+    """A convolution on a small map as the dense layer it is, on the map's CHW bytes: kernel (1, 1, C_in*H*W,
+    C_out*OH*OW) and bias, both in CHW order. Padded taps are simply absent, so no pad value is needed (v3 can only
+    pad with code 0, which is real 0 only for a zero point of 0)."""
+    kernel = np.asarray(kernel, np.float64)
+    kh, kw, c_in = kernel.shape[:3]
+    c_out = c_in * kernel.shape[3] if depthwise else kernel.shape[3]
+    (h, w), (oh, ow) = in_hw, out_hw
+    full = np.zeros((c_in, h, w, c_out, oh, ow))
+    for oy in range(oh):
+        for ox in range(ow):
+            for ky in range(kh):
+                for kx in range(kw):
+                    y, x = oy * strides[0] + ky - pads[0], ox * strides[1] + kx - pads[2]
+                    if not (0 <= y < h and 0 <= x < w):
+                        continue
+                    if depthwise:
+                        taps = kernel[ky, kx].reshape(-1)                     # channel c -> output c (multiplier 1)
+                        full[np.arange(c_in), y, x, np.arange(c_out), oy, ox] += taps
+                    else:
+                        full[:, y, x, :, oy, ox] += kernel[ky, kx]
+    b = np.zeros(c_out) if bias is None else np.asarray(bias, np.float64)
+    return full.reshape(1, 1, c_in * h * w, c_out * oh * ow), np.repeat(b, oh * ow)
 
 
 def _plan_padded(plan, where, k, pads):

@@ -8,9 +8,10 @@ import numpy as np
 from ... import registrar
 from ....layers import LINEAR
 from ..chip.kpu import POOL_FACTOR
-from .convplan import unshift
+from .convplan import as_fully_connected, unshift, window_kernel, window_ranges
 from .handlers_pointwise import float_activation, softmax
 from .ir import F32, KPU, MAIN, U8, Value
+from .fixedpoint import fixed_mul
 from .quantize import Quant, kpu_conv_params
 
 FC_ACTS = {"linear": 0, "relu": 1, "relu6": 2}
@@ -113,23 +114,35 @@ def kpu_conv(ctx, node, plan):
     kernel, bias = plan.kernel, plan.bias
     if node.op.kind == "dense" and src.order not in (None, "hwc"):
         kernel = kernel[:, :, chw_rows(src.order)]
+    halves = half_step_codes(ctx, plan, src)
     if src.affine is not None:
-        kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine)
+        kernel, bias, in_q = fold_input_transform(ctx, node, kernel, bias, plan, src.affine, exact=bool(halves))
     else:
         if src.quant is None:
             src.quant = ctx.quant_of(src.name)
         in_q = src.quant
+    if halves:                     # each input channel twice, half the weights: one copy padded with z, one with z + 1
+        kernel = np.concatenate([kernel / 2, kernel / 2], axis=2)
+        plan.prepad = (1, 1, 0, 1)
     if plan.unshifted is not None and ctx.version == 3 and in_q.zero_point != 0 and src.affine is None:
         unshift(plan)              # v3's CPU padding writes code 0 only: select from the full-size map instead
+    if _pads_a_small_map(ctx, node, plan, src, in_q):
+        kernel, bias = as_fully_connected(kernel, bias, plan.depthwise, plan.strides, plan.pads, src.shape[:2],
+                                          node.shape[:2])
+        plan.padded, plan.k, plan.depthwise, plan.prepad, plan.select, plan.pool = True, 1, False, (0,) * 4, None, 0
+    if plan.window:
+        kernel = window_kernel(kernel)
     c_in = kernel.shape[2]
-    if plan.padded:
+    if plan.window:
+        x, in_chw = window_map(ctx, node, src, c_in, in_q)
+    elif plan.padded:
         x = ctx.buffer(node.name + ":pad4", KPU, U8, (c_in, 4, 4), in_q)
         ctx.emit("K210_ADD_PADDING", node.name, [ctx.need(src, U8)], [x], channels=c_in)
         in_chw = (c_in, 4, 4)
     elif plan.inherit:
         x, in_chw = src.raw, src.raw.chw
     elif any(plan.prepad):
-        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q, plan.blind_pad)
+        x, in_chw = prepadded(ctx, node, src, plan.prepad, in_q, plan.blind_pad, halves)
         if x is None:
             return
     else:
@@ -148,6 +161,8 @@ def kpu_conv(ctx, node, plan):
     k = params.kernel_size
     pixels = 1 if plan.padded else in_chw[1] * in_chw[2]     # a padded 1x1 map: only one pixel is real work
     macs = pixels * k * k * c_out * (1 if plan.depthwise else c_in)
+    if plan.window:
+        macs = src.count * c_out
     layer = ctx.emit("K210_CONV", node.name, [x], [out], macs=macs,
                      weight_bytes=params.weights.size + 8 * c_out + 144,
                      conv=params, pool=plan.pool, in_chw=in_chw, out_chw=out_chw)
@@ -157,6 +172,9 @@ def kpu_conv(ctx, node, plan):
         flat = ctx.buffer(name + ":unpad", MAIN, U8, (c_out,), out_q)
         ctx.emit("K210_REMOVE_PADDING", name, [ctx.stream_out(layer)], [flat], channels=c_out)
         ctx.set_value(name, shape, U8, flat, out_q)
+    elif plan.window:                              # output pixel (1, 1) of each channel is the dense layer
+        picked = ctx.select(name, ctx.stream_out(layer), out_chw, (1, 1, 1, 1, 1, 1), out_q)
+        ctx.set_value(name, shape, U8, picked, out_q)
     elif plan.select:
         picked = ctx.select(name, ctx.stream_out(layer), out_chw, plan.select, out_q)
         ctx.set_value(name, shape, U8, picked, out_q)
@@ -170,12 +188,45 @@ def kpu_conv(ctx, node, plan):
         softmax(ctx, node, ctx.values.pop(name))
 
 
-def prepadded(ctx, node, src, pads, in_q, blind=False):
+def _pads_a_small_map(ctx, node, plan, src, in_q):
+    """kmodel v3, a map under 4x4 whose grown padding a kept output reads, with a zero point not 0 (v3 pads with
+    code 0 only): the conv runs exactly as the dense layer it is (as_fully_connected) when that fits the KPU."""
+    if not (ctx.version == 3 and any(plan.prepad) and not plan.blind_pad and in_q.zero_point != 0
+            and src.affine is None and len(src.shape) == 3 and min(src.shape[:2]) < 4):
+        return False
+    (h, w, c_in), (oh, ow, c_out) = src.shape, node.shape
+    return h * w * c_in <= 1024 and oh * ow * c_out <= 1024
+
+
+def window_map(ctx, node, src, channels, in_q):
+    """The dense layer's input vector as the CHW 4x4 map of its 3x3 window form: v3 gathers it with a
+    QUANTIZED_CONCAT (window_ranges); v4 pads the vector to 9 values per channel, then each 3x3 to 4x4."""
+    vec = ctx.need(src, U8)
+    chw = (channels, 4, 4)
+    out = ctx.buffer(node.name + ":window", MAIN, U8, chw, in_q)
+    if ctx.version == 4:
+        n, code = src.count, in_q.zero_point
+        nine = ctx.buffer(node.name + ":window9", MAIN, U8, (channels * 9,), in_q)
+        ctx.emit_v4("pad", node.name, [vec], [nine], in_shape=(1, 1, 1, n), pad_value=code,
+                    paddings=((0, 0), (0, 0), (0, 0), (0, channels * 9 - n)))
+        ctx.emit_v4("pad", node.name, [nine], [out], in_shape=(1, channels, 3, 3), pad_value=code,
+                    paddings=((0, 0), (0, 0), (0, 1), (0, 1)))
+    else:
+        ctx.emit("QUANTIZED_CONCAT", node.name, [vec], [out],
+                 ranges=[(vec, start, size) for start, size in window_ranges(src.count, channels)])
+    return ctx.upload(node.name + ":window", out, chw, in_q), chw
+
+
+def prepadded(ctx, node, src, pads, in_q, blind=False, codes=None):
     """Zero padding on the CPU, then an upload: kmodel v4's pad fills with the zero point's code (real 0 for any
     quantisation); v3 has a 1x1 QUANTIZED_MAX_POOL2D, whose out-of-map samples are code 0 -- right for any
-    quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4)."""
+    quantisation when no kept output reads the padding (`blind`: a small map grown to the KPU's 4x4).
+    codes: the model input padded once with each (half_step_codes)."""
+    if codes:
+        u8 = ctx.padded_input(node.name + ":pad", src, pads, in_q, codes)
+        return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
     if ctx.version == 3 and in_q.zero_point != 0 and not blind and src.affine is not None and pads[2:] == (0, 0):
-        u8 = ctx.padded_input(node.name + ":pad", src, pads[:2], in_q)     # the model input: rows of its zero point
+        u8 = ctx.padded_input(node.name + ":pad", src, pads, in_q)     # the model input: rows of its zero point
         return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
     if ctx.version == 3 and in_q.zero_point != 0 and not blind:
         ctx.problem(node, f"padding {pads} beyond the KPU's own needs code 0 = real 0 in its input, which has zero "
@@ -188,11 +239,26 @@ def prepadded(ctx, node, src, pads, in_q, blind=False):
     return ctx.upload(node.name + ":pad", u8, u8.chw, in_q), u8.chw
 
 
-def fold_input_transform(ctx, node, kernel, bias, plan, affine):
+def half_step_codes(ctx, plan, src):
+    """(z, z + 1) when the conv reads the model input, every channel's zero point is z + 0.5 (img_neg1_1: 127.5)
+    and the plan is the TF-'same' stride-2 shift (pool 6): padding one copy of the input with z and one with z + 1,
+    each with half the weights, pads with real 0 exactly (the halved weights quantise to the same codes), where a
+    single pad code is half a pixel step off. None otherwise."""
+    if src.affine is None or plan.pool != 6 or plan.k != 3 or plan.prepad != (1, 1, 0, 0) or plan.depthwise:
+        return None
+    scale, offset = (np.asarray(a, np.float64) for a in src.affine)
+    zp = -offset / scale
+    if np.ptp(zp) > 1e-9 or abs(zp[0] - np.floor(zp[0]) - 0.5) > 1e-9 or not 0 <= zp[0] < 255:
+        return None
+    return int(np.floor(zp[0])), int(np.floor(zp[0])) + 1
+
+
+def fold_input_transform(ctx, node, kernel, bias, plan, affine, exact=False):
     """First conv on the camera image: fold the per-channel pixel -> float mapping into kernel and bias.
 
     The KPU then sees raw pixels with an integer zero point; a fractional zero point (e.g. 127.5 for
-    img_neg1_1) is corrected in the bias (exact inside the map, half a pixel step off on padded borders).
+    img_neg1_1) is corrected in the bias (exact inside the map, half a pixel step off on padded borders unless
+    `exact`: the borders are padded as half_step_codes says).
     """
     scale, offset = (np.asarray(a, np.float64) for a in affine)
     zp_c = -offset / scale
@@ -205,15 +271,19 @@ def fold_input_transform(ctx, node, kernel, bias, plan, affine):
         bias += kernel[:, :, :, 0].sum(axis=(0, 1)) * corr
     else:
         bias += np.einsum("hwio,i->o", kernel, corr)
-    if np.any(np.abs(corr) > 1e-6) and plan.k == 3:
+    if np.any(np.abs(corr) > 1e-6) and plan.k == 3 and not exact:
         ctx.notes.append(f"'{node.name}': the input zero point {float(np.mean(zp_c)):g} is not an integer pixel "
                          f"value; border pixels of this 3x3 conv see padding half a pixel step off")
     return kernel, bias, Quant(1.0, zp)
 
 
-# ---- dense (float, CPU) ---------------------------------------------------------------------------------------
+# ---- dense (CPU) -----------------------------------------------------------------------------------------------
+QMATMUL_MAX_INPUTS = (1 << 31) // (255 * 255)      # an int32 accumulator cannot overflow
+
+
 def fully_connected(ctx, node):
-    """FULLY_CONNECTED on float32; a preceding flatten is folded by permuting the weight rows to CHW order."""
+    """FULLY_CONNECTED on float32; a preceding flatten is folded by permuting the weight rows to CHW order.
+    kmodel v4: a big dense layer the KPU cannot take (big_dense, not dense='cpu') is a uint8 quantized_matmul."""
     op = node.op
     src = ctx.values[node.inputs[0]]
     if len(ctx.graph[node.inputs[0]].shape) != 1:
@@ -223,6 +293,9 @@ def fully_connected(ctx, node):
     kernel = np.asarray(op.kernel, np.float32)
     if src.order not in (None, "hwc"):
         kernel = kernel[chw_rows(src.order)]
+    if (ctx.version == 4 and ctx.dense_mode != "cpu" and ctx.big_dense(node) and ctx.input_kind == "kpu"
+            and kernel.shape[0] <= QMATMUL_MAX_INPUTS and quantized_matmul(ctx, node, src, kernel)):
+        return
     x = ctx.need(src, F32)
     n_in, n_out = kernel.shape
     bias = np.zeros(n_out, np.float32) if op.bias is None else np.asarray(op.bias, np.float32)
@@ -236,6 +309,36 @@ def fully_connected(ctx, node):
     pre = Value(node.name + ":preact", node.shape, Quant.from_range(*ctx.pre_range(node.name, act)))
     pre.forms[F32] = out
     float_activation(ctx, node, pre, act)
+
+
+def quantized_matmul(ctx, node, src, kernel):
+    """kmodel v4's quantized_matmul: uint8 input and weights (one scale, zero point each), int32 bias and
+    accumulator, one fixed-point multiplier to the output's codes; relu / relu6 clamp through the output range."""
+    in_q = src.quant or ctx.quant_of(src.name)
+    bias = np.zeros(kernel.shape[1]) if node.op.bias is None else np.asarray(node.op.bias, np.float64)
+    w_q = Quant.from_range(min(float(kernel.min()), 0.0), max(float(kernel.max()), 0.0))
+    codes = np.clip(np.round(kernel / w_q.scale) + w_q.zero_point, 0, 255).astype(np.uint8)
+    n_in, n_out = kernel.shape
+    acc_scale = in_q.scale * w_q.scale
+    bias = np.round(bias / acc_scale)
+    if np.abs(bias).max(initial=0) >= 2 ** 31 - 255 * 255 * n_in:
+        return False                       # the bias does not fit the int32 accumulator: float matmul instead
+    x = ctx.need(src, U8)
+    act = node.op.activation
+    clamps = act.name in FC_ACTS
+    out_q = ctx.quant_of(node.name) if clamps else Quant.from_range(*ctx.pre_range(node.name, act))
+    mul, shift = fixed_mul(acc_scale / out_q.scale, 24, 60)
+    out = ctx.buffer(node.name + (":u8" if clamps else ":preact"), MAIN, U8, (n_out,), out_q)
+    ctx.emit_v4("quantized_matmul", node.name, [x], [out], macs=n_in * n_out, weight_bytes=n_in * n_out + 4 * n_out,
+                matrix=codes, bias=bias.astype(np.int64), a_offset=-in_q.zero_point,
+                b_offset=-w_q.zero_point, mul=mul, shift=shift, out_offset=out_q.zero_point)
+    if clamps:
+        ctx.set_value(node.name, node.shape, U8, out, out_q)
+        return True
+    pre = Value(node.name + ":preact", node.shape, out_q)
+    pre.forms[U8] = out
+    float_activation(ctx, node, pre, act)
+    return True
 
 
 def chw_rows(order):

@@ -13,8 +13,8 @@ from ....errors import EmcError, QuantizationError
 from ....graph import preact_name
 from ..chip.cpu_math import pool_wraps
 from .actfit import SEG0_X, SEGMENTS, UNUSED_X, ActTable
-from .convplan import (KPU_CONV_KINDS, conv_view, fused_pool, plan_conv, shift_by_pool6,
-                       sole_consumer)
+from .convplan import (KPU_CONV_KINDS, KPU_MAX_CHANNELS, conv_view, fused_pool, plan_conv, shift_by_pool6,
+                       sole_consumer, window_fits)
 from .ir import CODE, F32, KPU, MAIN, U8, Buffer, BufferView, Layer, V4Layer, Value
 from .quantize import KpuConvParams, Quant
 from .table import TABLE
@@ -235,17 +235,24 @@ class Lowering:
             self.plans[node.name] = plan
 
     def _dense_on_kpu(self, node):
-        """Dense on a vector: a quantised 1x1 KPU conv ('kpu'), float FULLY_CONNECTED ('cpu'), or by size ('auto':
-        the KPU for layers of 64K weights or more, which would take 256 KiB as float32)."""
+        """Dense on a vector: a quantised 1x1 KPU conv ('kpu'; over 1024 inputs one 3x3 conv, convplan.window_kernel),
+        float FULLY_CONNECTED ('cpu'), or by size ('auto': the KPU for layers of 64K weights or more, which would
+        take 256 KiB as float32, and for those over 1024 inputs, whose uint8 form runs in one KPU layer)."""
         n_in, n_out = node.op.kernel.shape
         src = self.graph[node.inputs[0]]
-        if (n_in > 1024 or n_out > 1024
+        if ((n_in > KPU_MAX_CHANNELS and not window_fits(n_in, n_out)) or n_out > KPU_MAX_CHANNELS
                 or src.name in self.graph.inputs or (src.op.kind in ("flatten", "reshape")
                                                      and src.inputs[0] in self.graph.inputs)):
             return False
         if self.dense_mode == "kpu":
             return True
-        return self.dense_mode == "auto" and n_in * n_out >= 65536
+        return self.dense_mode == "auto" and self.big_dense(node)
+
+    @staticmethod
+    def big_dense(node):
+        """A dense layer whose float32 weights would cost: 64K weights or more (256 KiB), or over 1024 inputs."""
+        n_in, n_out = node.op.kernel.shape
+        return n_in * n_out >= 65536 or n_in > KPU_MAX_CHANNELS
 
     # ---- building blocks ---------------------------------------------------------------------------------------------
     def buffer(self, name, where, dtype, shape, quant=None):
@@ -340,9 +347,9 @@ class Lowering:
             conv_layer.outputs.append(main)
         return main
 
-    def download_input(self, v, quant=None, extra_code=None):
-        """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy); with
-        extra_code, one more output channel holds that code everywhere (zero weights, the code as bias)."""
+    def download_input(self, v, quant=None, extra_codes=()):
+        """A 1x1 identity KPU conv that copies the model input to main memory (v3 has no KPU->CPU copy); each of
+        extra_codes adds one output channel holding that code everywhere (zero weights, the code as bias)."""
         quant = quant or v.quant or self._pixel_quant(v)
         if quant is None:
             self.problem(v.name, "the input feeds a CPU layer, which needs one (scale, zero point) for all "
@@ -350,11 +357,10 @@ class Lowering:
             return self.buffer(v.name, MAIN, U8, v.chw)
         c, h, w = v.chw
         zp = quant.zero_point
-        extra = 0 if extra_code is None else 1
+        extra = len(extra_codes)
         weights = np.eye(c + extra, c, dtype=np.uint8).reshape(c + extra, c, 1, 1)
         bn_add = np.zeros(c + extra, np.int64)
-        if extra:
-            bn_add[c] = extra_code - zp                  # v = code - zp, which the table maps back to the code
+        bn_add[c:] = np.asarray(extra_codes, np.int64) - zp    # v = code - zp, which the table maps back to the code
         x_start = [SEG0_X, -zp] + [UNUSED_X + i for i in range(2, SEGMENTS)]
         table = ActTable(x_start, [0, 1] + [0] * 14, [0] * 16, [0, 0] + [255] * 14, 0, "exact", "identity")
         params = KpuConvParams(weights=weights, zp_w=0, s_w=1.0, s_o=np.ones(c + extra), in_quant=quant,
@@ -368,18 +374,36 @@ class Lowering:
                           out_chw=(c + extra, h, w))
         return self.stream_out(layer)
 
-    def padded_input(self, name, v, rows, quant):
-        """kmodel v3: the model input with (top, bottom) rows of its zero point's code, which v3's CPU padding
-        (code 0 only) cannot write: the identity copy carries one channel of that code, and a QUANTIZED_CONCAT
-        puts one of its rows above and below each channel of the image."""
+    def padded_input(self, name, v, pads, quant, codes=None):
+        """The model input padded (top, bottom, left, right) with a code, once per code of `codes` (default: its
+        zero point's), the copies stacked along the channels. v3's CPU padding writes code 0 only, so there the
+        identity copy carries one channel per code and a QUANTIZED_CONCAT lays the image rows and pad bytes out;
+        kmodel v4 pads the copy with its pad op, then concatenates."""
         c, h, w = v.chw
-        top, bottom = rows
-        main = self.download_input(v, quant, extra_code=quant.zero_point)
-        row = (main, c * h * w, w)
+        top, bottom, left, right = pads
+        codes = (quant.zero_point,) if codes is None else tuple(codes)
+        out_chw = (c * len(codes), h + top + bottom, w + left + right)
+        out = self.buffer(name, MAIN, U8, out_chw, quant)
+        if self.version == 4:
+            main = self.download_input(v, quant)
+            parts = [self.pad_map(f"{name}:{code}", main, (c, h, w), pads, code, quant) for code in codes]
+            if len(parts) == 1:
+                return parts[0]
+            self.emit("QUANTIZED_CONCAT", name, parts, [out], ranges=[(p, 0, p.nbytes) for p in parts])
+            return out
+        main = self.download_input(v, quant, extra_codes=codes)
         ranges = []
-        for ch in range(c):
-            ranges += [row] * top + [(main, ch * h * w, h * w)] + [row] * bottom
-        out = self.buffer(name, MAIN, U8, (c, h + top + bottom, w), quant)
+        for j in range(len(codes)):
+            fill = c * h * w + j * h * w                  # the channel holding codes[j]
+            for ch in range(c):
+                ranges += [(main, fill, out_chw[2])] * top
+                if left == right == 0:
+                    ranges.append((main, ch * h * w, h * w))
+                else:
+                    for y in range(h):
+                        ranges += [(main, fill, left)] * bool(left) + [(main, ch * h * w + y * w, w)] + \
+                            [(main, fill, right)] * bool(right)
+                ranges += [(main, fill, out_chw[2])] * bottom
         self.emit("QUANTIZED_CONCAT", name, [main], [out], ranges=ranges)
         return out
 

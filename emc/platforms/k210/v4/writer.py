@@ -391,6 +391,17 @@ def matmul(layer, offset, consts):
     return head + p["bias"].astype("<f4").tobytes()
 
 
+@encodes("quantized_matmul")
+def quantized_matmul(layer, offset, consts):
+    p = layer.params
+    n_in, n_out = p["matrix"].shape
+    head = pack("quantized_matmul_options", input_a=memory_range(layer.inputs[0]), input_b=consts[id(layer)],
+                output=memory_range(layer.outputs[0]), a_rows=1, a_cols=n_in, b_cols=n_out,
+                input_a_offset=p["a_offset"], input_b_offset=p["b_offset"], output_mul=p["mul"],
+                output_shift=p["shift"], output_offset=p["out_offset"])
+    return head + np.asarray(p["bias"]).astype("<i4").tobytes()
+
+
 @encodes("transpose")
 def transpose(layer, offset, consts):
     return pack("transpose_options", **_io(layer), in_shape=layer.params["in_shape"], perm=layer.params["perm"])
@@ -411,7 +422,8 @@ def conv2d(layer, offset, consts):
     return head + p["weights"].astype("<f4").tobytes() + p["bias"].astype("<f4").tobytes()
 
 
-CONSTANT_PARAMS = {"matmul": "matrix", "table_lookup1d": "table", "binary": "constant"}   # stored as constants
+# parameters stored in the constants image
+CONSTANT_PARAMS = {"matmul": "matrix", "quantized_matmul": "matrix", "table_lookup1d": "table", "binary": "constant"}
 
 
 # ---- the file --------------------------------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ typedef struct {
     const int8_t *lut;             /* NULL, or 256 codes applied after requantisation: out = lut[q + 128] */
     int8_t *col;                   /* conv: a column buffer of kernel_h * kernel_w * in_c bytes; NULL when every
                                       window lies inside the input and is contiguous there (1x1, 1xN) */
+    int8_t *gemm_cols;             /* CMSIS-NN conv only, else NULL: room for gemm_rows gathered windows (arena */
+    int32_t gemm_rows;             /* bytes no live tensor uses then) to run the layer as a 1x1 GEMM over them */
 } emc_conv_params;
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);

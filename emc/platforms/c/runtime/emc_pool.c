@@ -50,6 +50,18 @@ static void emc_max_window(const int8_t *in, int32_t row, int32_t c, int32_t h, 
         int32_t m, u, v;
         memcpy(&m, line, 4);
         for (y = 0; y < h; ++y, line += row * c) {
+            if (w == 3) {                       /* the common 3-wide window, unrolled */
+                memcpy(&u, line, 4);
+                memcpy(&v, line + c, 4);
+                (void)__ssub8(u, v);
+                u = (int32_t)__sel((uint32_t)u, (uint32_t)v);
+                memcpy(&v, line + 2 * c, 4);
+                (void)__ssub8(u, v);
+                u = (int32_t)__sel((uint32_t)u, (uint32_t)v);
+                (void)__ssub8(u, m);
+                m = (int32_t)__sel((uint32_t)u, (uint32_t)m);
+                continue;
+            }
             for (x = 0; x + 2 <= w; x += 2) {   /* two samples a turn */
                 memcpy(&u, line + x * c, 4);
                 memcpy(&v, line + (x + 1) * c, 4);

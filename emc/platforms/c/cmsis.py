@@ -5,6 +5,7 @@ on a Cortex-M with the DSP extension (M4, M7, M33), for the entry points emc_cms
 they ask for no more. The generated <name>_cmsis_scratch_bytes() asks CMSIS-NN itself on the target; the CMSIS-NN
 test checks the two agree, and <NAME>_CMSIS_SCRATCH_SIZE can be overridden for other cores (Helium / MVE).
 """
+import numpy as np
 
 
 def _align4(n):
@@ -20,14 +21,26 @@ def one_by_one_fast(step):
     return tuple(p["kernel"]) == (1, 1) and tuple(p["stride"]) == (1, 1) and tuple(p["pad"]) == (0, 0)
 
 
+def gemm_taps(step):
+    """Bytes of one gathered window in the GEMM's rows: kh * kw * in_c rounded up to a multiple of 4, so that
+    CMSIS-NN's GEMM never falls into its byte-at-a-time tail (the extra columns meet zero weights)."""
+    p = step.params
+    return (p["kernel"][0] * p["kernel"][1] * p["in_shape"][2] + 3) // 4 * 4
+
+
+def gemm_weights(step):
+    """The conv weights as the GEMM's [out_c][gemm_taps] matrix: the OHWI rows, zero-padded."""
+    w = step.arrays["weights"].reshape(step.arrays["weights"].shape[0], -1)
+    return np.pad(w, ((0, 0), (0, gemm_taps(step) - w.shape[1])))
+
+
 def gemm_rows(step, free_bytes):
     """How many gathered windows of a conv step CMSIS-NN's 1x1 GEMM takes a call when free_bytes of the arena are
     unused during the step (all the output pixels when they fit); 0 when the step keeps arm_convolve_wrapper_s8."""
     if step.kind != "conv2d" or one_by_one_fast(step) or "bias" not in step.arrays:
         return 0
     p = step.params
-    taps = p["kernel"][0] * p["kernel"][1] * p["in_shape"][2]
-    rows = min(p["out_shape"][0] * p["out_shape"][1], free_bytes // taps)
+    rows = min(p["out_shape"][0] * p["out_shape"][1], free_bytes // gemm_taps(step))
     return rows if rows >= GEMM_MIN_ROWS else 0
 
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from ... import __version__
 from ...names import c_identifier  # noqa: F401 -- re-exported: the C platform names models with it
-from .cmsis import cmsis_scratch_bytes, gemm_rows, scratch_function
+from .cmsis import cmsis_scratch_bytes, gemm_rows, gemm_taps, gemm_weights, scratch_function
 from .columns import column_bytes, folded_bias, needs_column
 from .planner import free_range
 
@@ -259,7 +259,9 @@ def _conv(gen, i, step):
     fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
     if i in gen.gemm:
         offset, rows = gen.gemm[i]
-        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {offset}", gemm_rows=rows)
+        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {offset}", gemm_rows=rows, gemm_taps=gemm_taps(step))
+        if gemm_taps(step) != step.arrays["weights"][0].size:
+            guarded["gemm_weights"] = gen.array(i, "gemm_weights", gemm_weights(step), guard=CMSIS_GUARD)
     ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]

@@ -71,7 +71,8 @@ static void emc_cmsis_gather(const emc_conv_params *p, const int8_t *in, int32_t
  * arm_convolve_s8 widens every window to int16 and works two pixels at a time. */
 static arm_cmsis_nn_status emc_cmsis_conv_gemm(const emc_conv_params *p, const int8_t *in, int8_t *out)
 {
-    const int32_t taps = p->kernel_h * p->kernel_w * p->in_c, pixels = p->out_h * p->out_w;
+    const int32_t window = p->kernel_h * p->kernel_w * p->in_c, taps = p->gemm_taps, pixels = p->out_h * p->out_w;
+    const int8_t *weights = p->gemm_weights ? p->gemm_weights : p->weights;
     cmsis_nn_context ctx;
     cmsis_nn_per_channel_quant_params quant;
     cmsis_nn_dims in_dims, filter_dims, bias_dims, out_dims;
@@ -87,12 +88,13 @@ static arm_cmsis_nn_status emc_cmsis_conv_gemm(const emc_conv_params *p, const i
     for (oy = 0; oy < p->out_h; ++oy) {
         for (ox = 0; ox < p->out_w; ++ox) {
             emc_cmsis_gather(p, in, oy, ox, p->gemm_cols + rows * taps);
+            if (taps > window) memset(p->gemm_cols + rows * taps + window, 0, (size_t)(taps - window));
             if (++rows == p->gemm_rows || done + rows == pixels) {
                 arm_cmsis_nn_status status;
                 emc_cmsis_dims(&in_dims, 1, 1, rows, taps);
                 emc_cmsis_dims(&out_dims, 1, 1, rows, p->out_c);
                 status = arm_convolve_1x1_s8_fast(&ctx, &cp, &quant, &in_dims, p->gemm_cols, &filter_dims,
-                                                  p->weights, &bias_dims, p->bias, &out_dims, out + done * p->out_c);
+                                                  weights, &bias_dims, p->bias, &out_dims, out + done * p->out_c);
                 if (status != ARM_CMSIS_NN_SUCCESS) return status;
                 done += rows;
                 rows = 0;

@@ -69,7 +69,9 @@ typedef struct {
     int8_t *col;                   /* conv: a column buffer of kernel_h * kernel_w * in_c bytes; NULL when every
                                       window lies inside the input and is contiguous there (1x1, 1xN) */
     int8_t *gemm_cols;             /* CMSIS-NN conv only, else NULL: room for gemm_rows gathered windows (arena */
-    int32_t gemm_rows;             /* bytes no live tensor uses then) to run the layer as a 1x1 GEMM over them */
+    int32_t gemm_rows;             /* bytes no live tensor uses then) to run the layer as a 1x1 GEMM over them; */
+    int32_t gemm_taps;             /* a window's bytes there: kh * kw * in_c rounded up to a multiple of 4, and */
+    const int8_t *gemm_weights;    /* NULL, or the weights zero-padded to [out_c][gemm_taps] when they differ */
 } emc_conv_params;
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);

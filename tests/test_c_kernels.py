@@ -188,3 +188,53 @@ def test_cortex_m4_equals_the_simulator(cases, build):
         if build == "cmsis-nn":
             asked, reserved = got["cmsis_scratch"]
             assert asked == reserved, f"{art.name}: CMSIS-NN asks {asked} B of scratch, emc reserved {reserved} B"
+
+
+# ---- CMSIS-NN builds: convolutions run as arm_convolve_1x1_s8_fast over windows gathered in free arena bytes ----
+# (name, second conv: kernel, stride, padding, out_c, dilation). A 3x3 conv of 3 channels (27-byte windows, padded
+# to 28 with zero weights) fills the arena, a 2x2 max pool shrinks it, so each conv finds free arena bytes for >= 8
+# gathered windows; chunks of 11 leave an odd last chunk, 7 output channels an odd last channel.
+GEMM_CONVS = [
+    ("g_3x3_s1_same", 3, 1, "same", 7, 1),
+    ("g_3x3_s2_same", 3, 2, "same", 8, 1),
+    ("g_3x3_d2_same", 3, 1, "same", 7, 2),
+    ("g_1x3_s1_same", (1, 3), 1, "same", 8, 1),
+    ("g_1x1_s2_valid", 1, 2, "valid", 5, 1),
+]
+
+
+def gemm_model(name, k, s, padding, out_c, d, rng):
+    g = Graph(name)
+    x = g.add_input((10, 10, 3), "in")
+    w1 = rng.normal(0, 0.3, (3, 3, 3, 16))
+    x = g.add(Conv2D(w1, rng.normal(0, 0.2, 16), 1, 1, pads((10, 10), (3, 3), (1, 1), "same", 1), Act("relu")),
+              [x], name="first")
+    x = g.add(Pool2D("max", 2, 2), [x], name="pool")
+    k, s = pair(k), pair(s)
+    w2 = rng.normal(0, 0.3, k + (16, out_c))
+    g.set_outputs([g.add(Conv2D(w2, rng.normal(0, 0.2, out_c), s, d, pads((5, 5), k, s, padding, d), Act("linear")),
+                         [x], name="op")])
+    data = rng.uniform(-0.3, 1.0, (32, 10, 10, 3)).astype(np.float32)
+    art = cplat.convert(g, calibrate(g, data), name=name)
+    q = rng.integers(-128, 128, (3, 10, 10, 3)).astype(np.int8)
+    q[0].flat[::2] = -128
+    q[1].flat[::3] = 127
+    return art, [q]
+
+
+@pytest.mark.skipif(not (toolchain.have_cross_compiler() and toolchain.have_qemu()),
+                    reason="arm-none-eabi-gcc or qemu-system-arm is not installed")
+def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator():
+    options = build_options("cmsis-nn")
+    rng = np.random.default_rng(11)
+    cases = [gemm_model(*case, rng) for case in GEMM_CONVS]
+    for art, _ in cases:
+        source = art.files[f"{art.name}.c"]
+        assert source.count(".gemm_rows = ") == 2, f"{art.name}: both convolutions should take the GEMM path"
+        assert source.count(".gemm_weights = ") == 1, f"{art.name}: the first conv's 27 taps are padded to 28"
+    arts, inputs = [a for a, _ in cases], [q for _, q in cases]
+    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, **options)
+    for art, q, got in zip(arts, inputs, results):
+        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), art.name
+        asked, reserved = got["cmsis_scratch"]
+        assert asked == reserved, f"{art.name}: CMSIS-NN asks {asked} B of scratch, emc reserved {reserved} B"

@@ -5,15 +5,51 @@ on a Cortex-M with the DSP extension (M4, M7, M33), for the entry points emc_cms
 they ask for no more. The generated <name>_cmsis_scratch_bytes() asks CMSIS-NN itself on the target; the CMSIS-NN
 test checks the two agree, and <NAME>_CMSIS_SCRATCH_SIZE can be overridden for other cores (Helium / MVE).
 """
+import numpy as np
 
 
 def _align4(n):
     return (n + 3) // 4 * 4
 
 
-def step_scratch_bytes(step):
-    """CMSIS-NN's scratch for one step on a DSP core (0 for steps CMSIS-NN does not run)."""
+GEMM_MIN_ROWS = 8   # fewer gathered windows a call and CMSIS-NN's per-call weight sums cost more than the GEMM saves
+
+
+def one_by_one_fast(step):
+    """True for the convolutions arm_convolve_wrapper_s8 already gives to arm_convolve_1x1_s8_fast."""
     p = step.params
+    return tuple(p["kernel"]) == (1, 1) and tuple(p["stride"]) == (1, 1) and tuple(p["pad"]) == (0, 0)
+
+
+def gemm_taps(step):
+    """Bytes of one gathered window in the GEMM's rows: kh * kw * in_c rounded up to a multiple of 4, so that
+    CMSIS-NN's GEMM never falls into its byte-at-a-time tail (the extra columns meet zero weights)."""
+    p = step.params
+    return (p["kernel"][0] * p["kernel"][1] * p["in_shape"][2] + 3) // 4 * 4
+
+
+def gemm_weights(step):
+    """The conv weights as the GEMM's [out_c][gemm_taps] matrix: the OHWI rows, zero-padded."""
+    w = step.arrays["weights"].reshape(step.arrays["weights"].shape[0], -1)
+    return np.pad(w, ((0, 0), (0, gemm_taps(step) - w.shape[1])))
+
+
+def gemm_rows(step, free_bytes):
+    """How many gathered windows of a conv step CMSIS-NN's 1x1 GEMM takes a call when free_bytes of the arena are
+    unused during the step (all the output pixels when they fit); 0 when the step keeps arm_convolve_wrapper_s8."""
+    if step.kind != "conv2d" or one_by_one_fast(step) or "bias" not in step.arrays:
+        return 0
+    p = step.params
+    rows = min(p["out_shape"][0] * p["out_shape"][1], free_bytes // gemm_taps(step))
+    return rows if rows >= GEMM_MIN_ROWS else 0
+
+
+def step_scratch_bytes(step, gemm=False):
+    """CMSIS-NN's scratch for one step on a DSP core (0 for steps CMSIS-NN does not run, and for conv steps run as
+    the unbuffered 1x1 GEMM over windows gathered in the arena)."""
+    p = step.params
+    if gemm:
+        return 0
     if step.kind in ("conv2d", "depthwise_conv2d") and tuple(p["dilation"]) != (1, 1):
         return 0                                                  # the portable kernel runs dilated convolutions
     if step.kind == "conv2d":
@@ -33,8 +69,10 @@ def step_scratch_bytes(step):
     return 0                                                      # fully connected, max pool: none on DSP
 
 
-def cmsis_scratch_bytes(steps):
-    return max((step_scratch_bytes(s) for s in steps), default=0)
+def cmsis_scratch_bytes(steps, gemm=None):
+    """The maximum of step_scratch_bytes; gemm: {step index: (arena offset, rows)} of steps run as the 1x1 GEMM."""
+    gemm = gemm or {}
+    return max((step_scratch_bytes(s, i in gemm) for i, s in enumerate(steps)), default=0)
 
 
 BUFFER_CALLS = {

@@ -7,8 +7,9 @@ import numpy as np
 
 from ... import __version__
 from ...names import c_identifier  # noqa: F401 -- re-exported: the C platform names models with it
-from .cmsis import cmsis_scratch_bytes, scratch_function
+from .cmsis import cmsis_scratch_bytes, gemm_rows, gemm_taps, gemm_weights, scratch_function
 from .columns import column_bytes, folded_bias, needs_column
+from .planner import free_range
 
 C_TYPES = {np.dtype(np.int8): "int8_t", np.dtype(np.int32): "int32_t"}
 EMITTERS = {}
@@ -42,6 +43,12 @@ class Generator:
         self.plan = plan
         self.data = []
         self.body = []
+        self.gemm = {}          # CMSIS-NN builds: step index -> (arena offset, rows) of convs run as the 1x1 GEMM
+        for index, step in enumerate(program.steps):
+            offset, free = free_range(plan, index)
+            rows = gemm_rows(step, free)
+            if rows:
+                self.gemm[index] = (offset, rows)
 
     # ---- pointers and constants ------------------------------------------------------------------------------
     def ptr(self, tensor_name):
@@ -152,7 +159,7 @@ class Generator:
             "/* CMSIS-NN scratch: the maximum of CMSIS-NN's *_get_buffer_size over the layers on a core with the DSP",
             f" * extension; {self.name}_cmsis_scratch_bytes() asks CMSIS-NN on the running core (define it for MVE). */",
             f"#ifndef {u}_CMSIS_SCRATCH_SIZE",
-            f"#define {u}_CMSIS_SCRATCH_SIZE {cmsis_scratch_bytes(self.program.steps)}",
+            f"#define {u}_CMSIS_SCRATCH_SIZE {cmsis_scratch_bytes(self.program.steps, self.gemm)}",
             "#endif",
             f"int32_t {self.name}_cmsis_scratch_bytes(void);",
             "#endif",
@@ -194,9 +201,9 @@ class Generator:
                  "#else", "#define EMC_MARK(k) ((void)0)", "#endif", ""]
         if self.column_size:
             lines += [f"static int8_t {n}_col[{u}_COLUMN_SIZE];   /* one gathered convolution window */", ""]
+        lines += [f"static int32_t {n}_arena[({u}_ARENA_SIZE + 3) / 4 + 1];   /* 4-byte aligned */", ""]
         lines += self.data
-        lines += ["", f"static int32_t {n}_arena[({u}_ARENA_SIZE + 3) / 4 + 1];   /* 4-byte aligned */", "",
-                  "#ifdef EMC_USE_CMSIS_NN",
+        lines += ["", "#ifdef EMC_USE_CMSIS_NN",
                   f"static int32_t {n}_scratch[({u}_CMSIS_SCRATCH_SIZE + 3) / 4 + ({u}_CMSIS_SCRATCH_SIZE == 0)];",
                   "#endif", "",
                   f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
@@ -250,6 +257,11 @@ def _conv(gen, i, step):
     arrays, guarded = gen.linear_arrays(i, step)
     fields.update(arrays)
     fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
+    if i in gen.gemm:
+        offset, rows = gen.gemm[i]
+        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {offset}", gemm_rows=rows, gemm_taps=gemm_taps(step))
+        if gemm_taps(step) != step.arrays["weights"][0].size:
+            guarded["gemm_weights"] = gen.array(i, "gemm_weights", gemm_weights(step), guard=CMSIS_GUARD)
     ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]

@@ -146,3 +146,15 @@ def _place(groups, order):
     for g in groups:
         g.offset = offsets[id(g)]
     return max((g.offset + _align(g.size) for g in groups), default=0)
+
+
+def free_range(plan, index):
+    """(offset, bytes) of the largest 4-byte-aligned arena range that no tensor live at step `index` uses."""
+    used = sorted((g.offset, g.offset + g.size) for g in plan.buffers if g.start <= index <= g.end)
+    best, cursor = (0, 0), 0
+    for lo, hi in used + [(plan.arena_bytes, plan.arena_bytes)]:
+        start = (cursor + 3) // 4 * 4
+        if lo - start > best[1]:
+            best = (start, lo - start)
+        cursor = max(cursor, hi)
+    return best

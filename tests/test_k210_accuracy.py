@@ -100,3 +100,39 @@ def test_a_kpu_layer_with_a_fused_softmax_is_measured_on_its_logits():
     art = emc.convert(g, dataset=smooth_images((8, 8, 4), 6, np.random.default_rng(1)), version=4)
     head = [r for r in art.report.rows if r["unit"] == "KPU" and r["layer"] == "head"]
     assert head and head[0]["SNR dB"] > 25
+
+
+def strided_graph():
+    """A TF-same stride-2 3x3 conv, a stride-2 depthwise conv, two 1x1 convs, their sum and a global average pool."""
+    from emc.layers import DepthwiseConv2D, Elementwise, GlobalPool2D
+    g = Graph("strided")
+    x = g.add_input((16, 16, 3))
+    y = g.add(Conv2D(RNG.normal(0, 0.4, (3, 3, 3, 8)), RNG.normal(0, 0.1, 8), strides=2, pads=(0, 1, 0, 1),
+                     activation=Act("relu")), x, name="conv_s2")
+    y = g.add(DepthwiseConv2D(RNG.normal(0, 0.4, (3, 3, 8, 1)), RNG.normal(0, 0.1, 8), strides=2, pads=(0, 1, 0, 1),
+                              activation=Act("relu")), y, name="dw_s2")
+    a = g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 8, 8)), None), y, name="pw_a")
+    b = g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 8, 8)), None), y, name="pw_b")
+    s = g.add(Elementwise("add"), [a, b], name="sum")
+    g.set_outputs([g.add(GlobalPool2D("avg"), s, name="gap")])
+    return g
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_report_names_the_path_each_layer_took(version, tmp_path, capsys):
+    from emc.cli import main
+    x = smooth_images((16, 16, 3), 4, RNG)
+    art = emc.convert(strided_graph(), platform="k210", dataset=x, version=version)
+    paths = {}
+    for row in art.report.rows:
+        paths.setdefault(row["layer"].split(":")[0], set()).add(row["path"])
+    assert paths["conv_s2"] == {"KPU stride-2 via pool 6"}
+    assert paths["dw_s2"] == {"KPU + CPU selection"}
+    assert paths["pw_a"] == paths["pw_b"] == {"KPU"}
+    assert paths["sum"] == {"CPU quantized"}
+    assert paths["gap"] == {"CPU float"}
+    path = art.save(tmp_path / "strided.kmodel")[0]
+    capsys.readouterr()
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "KPU stride-2 via pool 6" in printed and "KPU + CPU selection" in printed

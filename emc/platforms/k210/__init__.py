@@ -106,7 +106,7 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
                                 memory.main_bytes).to_bytes()
     else:
         kmodel = KModelV3Writer(layers, output_buffers, memory.main_bytes, memory.kpu_min_line).to_bytes()
-    report = build_report(name, low, layers, memory, kmodel, version)
+    report = build_report(name, low, layers, memory, kmodel, version, graph)
     if ram_limit is not None and len(kmodel) + memory.main_bytes > ram_limit:
         err = PlatformLimitError([f"the kmodel ({len(kmodel):,} bytes) and its main buffer "
                                   f"({memory.main_bytes:,} bytes) exceed the {int(ram_limit):,} bytes of SRAM; "

@@ -33,14 +33,7 @@ def application(name):
 
 
 @pytest.mark.parametrize("version", [3, 4])
-@pytest.mark.parametrize("name", [
-    "mobilenet",
-    pytest.param("mobilenet_v2", marks=pytest.mark.xfail(
-        strict=True, reason="the float graph with only its activations rounded to 8 bits at the calibrated ranges "
-                            "already scores ~0.977 (random depthwise kernels on smooth images behind BatchNorm gains "
-                            "up to 30 amplify the rounding of their inputs); the K210 reaches that bound, see "
-                            "test_mobilenet_v2_is_as_close_as_8_bit_activations_allow")),
-])
+@pytest.mark.parametrize("name", ["mobilenet", "mobilenet_v2"])
 def test_keras_applications_with_their_preprocessing(name, version):
     model = application(name)
     shape = model.input_shape[1:]
@@ -72,7 +65,10 @@ def activations_rounded(graph, ranges, x):
 
 
 @pytest.mark.parametrize("version", [3, 4])
-def test_mobilenet_v2_is_as_close_as_8_bit_activations_allow(version):
+def test_mobilenet_v2_beats_rounding_each_map_at_one_scale(version):
+    """Random depthwise kernels on smooth images behind BatchNorm gains up to 30 amplify the rounding of their
+    inputs: rounding every tensor at its calibrated range scores ~0.977; the K210, whose maps between convs are
+    rescaled per channel (equalize.py), does better."""
     model = application("mobilenet_v2")
     data = imagenet(model.input_shape[1:])
     art = emc.convert(model, platform="k210", dataset=data, dataset_func="img_neg1_1", version=version)
@@ -81,7 +77,7 @@ def test_mobilenet_v2_is_as_close_as_8_bit_activations_allow(version):
     device = cosine(float_out, art.simulate(data)[0])
     assert input_dependence(float_out) > 0.05
     assert bound < 0.99                       # the net is sensitive to 8-bit activations, so this says something
-    assert device >= bound - 0.003, (device, bound)
+    assert device >= bound + 0.003, (device, bound)
 
 
 def cifar_cnn():

@@ -155,6 +155,7 @@ class K210Artefact(Artefact):
         self.layer_tensors = {}                   # device layer index -> graph tensor it computes (or None)
         self._model = None
         self.snr_targets = {}                     # KPU layer -> where its output is and which float tensor it is
+        self.channel_scales = {}                  # graph tensor -> per-channel factor its device map carries
 
     def measure(self, graph, x):
         """Add each KPU layer's output SNR against the float `graph` on inputs x (calibration data) to the report."""

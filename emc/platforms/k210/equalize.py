@@ -28,6 +28,8 @@ def _candidates(graph, calibration):
         readers = graph.consumers(node.name)
         if len(readers) != 1 or node.name in graph.outputs or graph[readers[0]].op.kind not in CONVS:
             continue
+        if any(n.op.kind == "depthwise_conv2d" and n.op.kernel.shape[-1] != 1 for n in (node, graph[readers[0]])):
+            continue                         # a depth multiplier: channels do not map one to one
         out = stats.get(node.name)
         pre = out if act.is_linear else stats.get(preact_name(node.name))
         if pre is None or out is None or out.channel_max is None or pre.channel_max is None:

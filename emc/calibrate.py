@@ -37,6 +37,7 @@ class TensorStats:
         self.samples = 0
         self.sample_min_sum = 0.0
         self.sample_max_sum = 0.0
+        self.channel_min = self.channel_max = None      # per channel (last axis): for per-channel rescaling
 
     # ---- accumulation -----------------------------------------------------------------------------------
     def update(self, batch):
@@ -55,6 +56,12 @@ class TensorStats:
         self.sample_min_sum += float(mins.sum(dtype=np.float64))
         self.sample_max_sum += float(maxs.sum(dtype=np.float64))
         self.min, self.max = min(self.min, lo), max(self.max, hi)
+        by_channel = batch.reshape(-1, batch.shape[-1]) if batch.ndim > 1 else batch.reshape(-1, 1)
+        cmin, cmax = by_channel.min(axis=0), by_channel.max(axis=0)
+        if self.channel_min is None or self.channel_min.shape != cmin.shape:
+            self.channel_min, self.channel_max = cmin, cmax
+        else:
+            self.channel_min, self.channel_max = np.minimum(self.channel_min, cmin), np.maximum(self.channel_max, cmax)
         self.count += flat.size
         self.zeros += int(np.count_nonzero(flat == 0))
         self.hist += np.bincount(self._bin_index(flat.ravel()), minlength=2 * self.bins)

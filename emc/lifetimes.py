@@ -64,3 +64,48 @@ def best_first_fit(intervals, orders=tuple(ORDERS)):
         if best is None or extent < best[0]:
             best = (extent, offsets, name)
     return best
+
+
+EXACT_LIMIT = 12            # intervals up to which searched_fit tries orders beyond the heuristic ones
+SEARCH_BUDGET = 100_000     # first-fit steps the search may take before it keeps the best placement found
+
+
+def _lowest_free(item, placed):
+    """The lowest offset where `item` overlaps no placed (offset, interval) alive at the same time."""
+    _, size, first, last = item[:4]
+    offset = 0
+    for start, stop in sorted((o, o + t[1]) for o, t in placed if t[2] <= last and first <= t[3]):
+        if offset + size <= start:
+            break
+        offset = max(offset, stop)
+    return offset
+
+
+def searched_fit(intervals, limit=EXACT_LIMIT, budget=SEARCH_BUDGET):
+    """(extent, {key: offset}, order name) at least as small as best_first_fit's; for at most `limit` intervals, a
+    branch-and-bound over first-fit orders that is exact when it ends within `budget` steps (order name 'search').
+
+    Exact because first-fit in the order of an optimal placement's offsets puts every interval at or below its
+    place there (each one placed before it ends below that place), so some order reaches the optimum.
+    """
+    best = list(best_first_fit(intervals))
+    if len(intervals) > limit or best[0] <= live_peak(intervals):
+        return tuple(best)
+    items = sorted(intervals, key=lambda t: -t[1])
+    floor, steps = live_peak(intervals), [0]
+
+    def descend(placed, extent, rest):
+        if steps[0] >= budget or best[0] <= floor:
+            return
+        if not rest:
+            best[:] = [extent, {t[0]: o for o, t in placed}, "search"]
+            return
+        for i, item in enumerate(rest):
+            steps[0] += 1
+            offset = _lowest_free(item, placed)
+            reach = max(extent, offset + item[1])
+            if reach < best[0]:
+                descend(placed + [(offset, item)], reach, rest[:i] + rest[i + 1:])
+
+    descend([], 0, items)
+    return tuple(best)

@@ -100,3 +100,78 @@ def test_a_kpu_layer_with_a_fused_softmax_is_measured_on_its_logits():
     art = emc.convert(g, dataset=smooth_images((8, 8, 4), 6, np.random.default_rng(1)), version=4)
     head = [r for r in art.report.rows if r["unit"] == "KPU" and r["layer"] == "head"]
     assert head and head[0]["SNR dB"] > 25
+
+
+def strided_graph():
+    """A TF-same stride-2 3x3 conv, a stride-2 depthwise conv, two 1x1 convs, their sum and a global average pool."""
+    from emc.layers import DepthwiseConv2D, Elementwise, GlobalPool2D
+    g = Graph("strided")
+    x = g.add_input((16, 16, 3))
+    y = g.add(Conv2D(RNG.normal(0, 0.4, (3, 3, 3, 8)), RNG.normal(0, 0.1, 8), strides=2, pads=(0, 1, 0, 1),
+                     activation=Act("relu")), x, name="conv_s2")
+    y = g.add(DepthwiseConv2D(RNG.normal(0, 0.4, (3, 3, 8, 1)), RNG.normal(0, 0.1, 8), strides=2, pads=(0, 1, 0, 1),
+                              activation=Act("relu")), y, name="dw_s2")
+    a = g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 8, 8)), None), y, name="pw_a")
+    b = g.add(Conv2D(RNG.normal(0, 0.4, (1, 1, 8, 8)), None), y, name="pw_b")
+    s = g.add(Elementwise("add"), [a, b], name="sum")
+    g.set_outputs([g.add(GlobalPool2D("avg"), s, name="gap")])
+    return g
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_report_names_the_path_each_layer_took(version, tmp_path, capsys):
+    from emc.cli import main
+    x = smooth_images((16, 16, 3), 4, RNG)
+    art = emc.convert(strided_graph(), platform="k210", dataset=x, version=version)
+    paths = {}
+    for row in art.report.rows:
+        paths.setdefault(row["layer"].split(":")[0], set()).add(row["path"])
+    assert paths["conv_s2"] == {"KPU stride-2 via pool 6"}
+    assert paths["dw_s2"] == {"KPU + CPU selection"}
+    assert paths["pw_a"] == paths["pw_b"] == {"KPU"}
+    assert paths["sum"] == {"CPU quantized"}
+    assert paths["gap"] == {"CPU float"}
+    path = art.save(tmp_path / "strided.kmodel")[0]
+    capsys.readouterr()
+    assert main(["inspect", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "KPU stride-2 via pool 6" in printed and "KPU + CPU selection" in printed
+
+
+def uneven_depthwise():
+    """conv -> ReLU6 depthwise whose channels differ 20-fold in range -> 1x1 conv."""
+    from emc.layers import DepthwiseConv2D
+    rng = np.random.default_rng(11)
+    g = Graph("uneven")
+    x = g.add_input((16, 16, 3))
+    y = g.add(Conv2D(rng.normal(0, 0.5, (3, 3, 3, 8)), None, pads=(1, 1, 1, 1), activation=Act("relu")), x,
+              name="conv")
+    gains = np.geomspace(0.05, 1.0, 8).reshape(1, 1, 8, 1)
+    y = g.add(DepthwiseConv2D(np.abs(rng.normal(0, 0.5, (3, 3, 8, 1))) * gains, None, pads=(1, 1, 1, 1),
+                              activation=Act("relu6")), y, name="dw")
+    g.set_outputs([g.add(Conv2D(rng.normal(0, 0.4, (1, 1, 8, 4)), None), y, name="pw")])
+    return g
+
+
+def test_depthwise_equalisation_keeps_the_float_result_and_fills_each_channel(monkeypatch):
+    from emc.calibrate import calibrate
+    from emc.platforms.k210 import equalize
+    from emc.platforms.k210.equalize import equalize_depthwise
+    graph, x = uneven_depthwise(), smooth_images((16, 16, 3), 8, np.random.default_rng(12))
+    cal = calibrate(graph, x)
+    rescaled, cal2, scales = equalize_depthwise(graph, cal)
+    assert scales["dw"].max() > 4 and not np.array_equal(graph["dw"].op.kernel, rescaled["dw"].op.kernel)
+    np.testing.assert_allclose(rescaled.run(x)[0], graph.run(x)[0], rtol=1e-4, atol=1e-5)
+    tops, top = calibrate(rescaled, x).stats["dw"].channel_max, cal.ranges["dw"][1]
+    wanted = np.minimum(top, cal.stats["dw"].channel_max * equalize.MAX_SCALE)     # each channel up to the map's
+    np.testing.assert_allclose(tops, wanted, rtol=1e-3)
+    assert cal2.ranges["dw"] == cal.ranges["dw"]
+    def snr_of(art):
+        return {row["layer"]: row["SNR dB"] for row in art.report.rows if row.get("SNR dB") is not None}
+
+    after = snr_of(emc.convert(graph, platform="k210", dataset=x, version=3))   # in the graph's own units
+    monkeypatch.setattr(equalize, "MAX_SCALE", 1.0)
+    plain = emc.convert(graph, platform="k210", dataset=x, version=3)
+    assert not plain.channel_scales
+    before = snr_of(plain)
+    assert after["dw"] > before["dw"] + 3 and after["pw"] > before["pw"], (before, after)

@@ -25,6 +25,7 @@ def imagenet(shape, n=8):
 
 @functools.lru_cache(maxsize=None)
 def application(name):
+    keras.utils.set_random_seed(0)               # weights=None: the same random weights on every run
     if name == "mobilenet":
         model = keras.applications.MobileNet(alpha=0.25, input_shape=(128, 128, 3), weights=None)
     else:
@@ -33,13 +34,7 @@ def application(name):
 
 
 @pytest.mark.parametrize("version", [3, 4])
-@pytest.mark.parametrize("name", [
-    "mobilenet",
-    pytest.param("mobilenet_v2", marks=pytest.mark.xfail(
-        strict=True, reason="converts (1280-channel Conv_1 split, 3x3 maps grown, 1280x1000 head as two KPU "
-                            "layers + a quantized sum) but a randomly initialised MobileNetV2 loses accuracy "
-                            "gradually over its 17 blocks (cosine ~0.97); per-layer accuracy is issue 14")),
-])
+@pytest.mark.parametrize("name", ["mobilenet", "mobilenet_v2"])
 def test_keras_applications_with_their_preprocessing(name, version):
     model = application(name)
     shape = model.input_shape[1:]
@@ -50,6 +45,40 @@ def test_keras_applications_with_their_preprocessing(name, version):
     float_out, device_out = art.graph.run(data)[0], art.simulate(data)[0]
     assert input_dependence(float_out) > 0.05
     assert cosine(float_out, device_out) >= 0.98
+
+
+def activations_rounded(graph, ranges, x):
+    """The float graph with every inner tensor rounded to uint8 codes at its calibrated range (written here, not
+    emc's quantiser): what any device with per-tensor 8-bit activations can at best compute."""
+    def rounded(name, value):
+        if name not in ranges or name in graph.outputs:
+            return value
+        lo, hi = min(ranges[name][0], 0.0), max(ranges[name][1], 0.0)
+        scale = max(hi - lo, 1e-12) / 255.0
+        zero = np.round(-lo / scale)
+        return ((np.clip(np.round(value / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
+
+    values = dict(zip(graph.inputs, [x]))
+    for node in graph:
+        if node.name not in values:
+            values[node.name] = rounded(node.name, node.op.forward([values[s] for s in node.inputs]))
+    return values[graph.outputs[0]]
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_mobilenet_v2_beats_rounding_each_map_at_one_scale(version):
+    """Random depthwise kernels on smooth images behind BatchNorm gains up to 30 amplify the rounding of their
+    inputs: rounding every tensor at its calibrated range scores ~0.977; the K210, whose maps between convs are
+    rescaled per channel (equalize.py), does better."""
+    model = application("mobilenet_v2")
+    data = imagenet(model.input_shape[1:])
+    art = emc.convert(model, platform="k210", dataset=data, dataset_func="img_neg1_1", version=version)
+    float_out = art.graph.run(data)[0]
+    bound = cosine(float_out, activations_rounded(art.graph, art.calibration.ranges, data))
+    device = cosine(float_out, art.simulate(data)[0])
+    assert input_dependence(float_out) > 0.05
+    assert bound < 0.99                       # the net is sensitive to 8-bit activations, so this says something
+    assert device >= bound + 0.003, (device, bound)
 
 
 def cifar_cnn():

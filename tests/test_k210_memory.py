@@ -1,11 +1,13 @@
 """K210 memory planning: the best of several first-fit placements, and overflow errors only when none fits."""
+import itertools
+
 import numpy as np
 import pytest
 
 from emc.errors import PlatformLimitError
 from emc.graph import Graph
 from emc.layers import Act, Conv2D, DepthwiseConv2D
-from emc.lifetimes import best_first_fit, first_fit, live_peak, ORDERS
+from emc.lifetimes import best_first_fit, first_fit, live_peak, ORDERS, searched_fit
 from emc.passes import optimize
 from emc.platforms import k210
 from emc.platforms.k210.chip.kpu import KPU_LINES
@@ -128,3 +130,33 @@ def test_v3_tf_same_stride2_first_conv_with_zero_point_128_uses_pool_6():
     np.testing.assert_allclose(v3.simulate(data)[0], v4.simulate(data)[0], atol=1e-6)
     ref = graph.run(data)[0]
     assert np.corrcoef(ref.ravel(), v3.simulate(data)[0].ravel())[0, 1] > 0.995
+
+
+def overlapping_pairs(items):
+    return [(a, b) for a in items for b in items if a[0] < b[0] and a[2] <= b[3] and b[2] <= a[3]]
+
+
+def test_searched_fit_finds_the_live_peak_where_every_heuristic_order_misses_it():
+    items = [(0, 6, 4, 6), (1, 8, 1, 3), (2, 3, 4, 4), (3, 7, 3, 3), (4, 8, 4, 4), (5, 5, 3, 4), (6, 5, 5, 5)]
+    assert best_first_fit(items)[0] == 23 and live_peak(items) == 22
+    extent, offsets, order = searched_fit(items)
+    assert (extent, order) == (22, "search")               # the live peak: nothing can use less
+    for a, b in overlapping_pairs(items):
+        assert offsets[a[0]] + a[1] <= offsets[b[0]] or offsets[b[0]] + b[1] <= offsets[a[0]]
+    assert max(offsets[k] + s for k, s, _, _ in items) == extent
+
+
+def test_searched_fit_equals_the_best_of_every_order_on_small_sets():
+    rng = np.random.default_rng(4)
+    for _ in range(15):
+        items = []
+        for key in range(6):
+            first = int(rng.integers(0, 5))
+            items.append((key, int(rng.integers(1, 30)), first, first + int(rng.integers(0, 3))))
+        every = min(max(offsets[k] + s for k, s, _, _ in items)            # first-fit in all 720 orders
+                    for offsets in (first_fit(items, lambda t, p=p: p.index(t[0]))
+                                    for p in itertools.permutations(range(6))))
+        extent, offsets, _ = searched_fit(items)
+        assert extent == every
+        for a, b in overlapping_pairs(items):
+            assert offsets[a[0]] + a[1] <= offsets[b[0]] or offsets[b[0]] + b[1] <= offsets[a[0]]

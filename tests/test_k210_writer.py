@@ -298,7 +298,7 @@ def test_options_and_versions_are_checked():
 def test_report_has_the_columns_and_totals():
     art, _ = converted(small_cnn())
     report = art.report
-    assert report.columns == ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
+    assert report.columns == ["#", "type", "unit", "layer", "path", "output", "MACs", "mem in", "mem out", "weights"]
     assert report.rows[0]["unit"] == "KPU" and report.totals["file size (bytes)"] == len(art.kmodel)
     for key in ("KPU RAM peak (bytes)", "main memory (bytes)", "MACs on the KPU"):
         assert key in report.totals

@@ -9,6 +9,7 @@ import logging
 from ...errors import EmcError, PlatformLimitError
 from ...passes.channels import split_channels
 from .artefact import K210Artefact, build_report, device_tensors
+from .equalize import equalize_depthwise
 from .layer_snr import snr_targets
 from .lowering.lower import Lowering
 from .lowering.planner import K210_SRAM, plan_memory
@@ -97,6 +98,7 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
     if quant_bit != 8:
         raise PlatformLimitError([f"quant_bit={quant_bit}: the K210 writer uses the KPU's 8-bit mode (16-bit "
                                   f"weights are unverified on hardware); use quant_bit=8"], platform=PLATFORM)
+    graph, calibration, scales = equalize_depthwise(graph, calibration)
     low, layers, memory = _lower(graph, calibration, input_transform, softmax, dequantize, dense, version)
     if low.problems:
         raise PlatformLimitError(low.problems, platform=PLATFORM)
@@ -106,7 +108,7 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
                                 memory.main_bytes).to_bytes()
     else:
         kmodel = KModelV3Writer(layers, output_buffers, memory.main_bytes, memory.kpu_min_line).to_bytes()
-    report = build_report(name, low, layers, memory, kmodel, version)
+    report = build_report(name, low, layers, memory, kmodel, version, graph)
     if ram_limit is not None and len(kmodel) + memory.main_bytes > ram_limit:
         err = PlatformLimitError([f"the kmodel ({len(kmodel):,} bytes) and its main buffer "
                                   f"({memory.main_bytes:,} bytes) exceed the {int(ram_limit):,} bytes of SRAM; "
@@ -120,8 +122,10 @@ def convert(graph, calibration, quant_bit=8, input_transform=None, version=3, so
     input_shape = graph[graph.inputs[0]].shape
     log.debug("k210: kmodel v%d, %d layers, %d bytes", version, len(layers), len(kmodel))
     artefact = K210Artefact(name, kmodel, report, low.input_kind, input_shape, low.input_quant, outputs)
-    artefact.layer_tensors = device_tensors(low, layers, graph)
+    artefact.layer_tensors = {index: (None if name in scales else name)       # rescaled maps: not the graph's
+                              for index, name in device_tensors(low, layers, graph).items()}
     artefact.snr_targets = snr_targets(layers, graph)
+    artefact.channel_scales = scales
     return artefact
 
 

@@ -14,7 +14,7 @@ MAC_TYPES = {"K210_CONV", "FULLY_CONNECTED", "kpu_conv2d", "matmul", "quantized_
              "CONV2D", "cpu_quantized_conv2d", "cpu_quantized_depthwise_conv2d", "DEPTHWISE_CONV2D"}
 UNPADDING = ("K210_REMOVE_PADDING", "strided_slice")
 log = logging.getLogger(__name__)
-REPORT_COLUMNS = ["#", "type", "unit", "layer", "output", "MACs", "mem in", "mem out", "weights"]
+REPORT_COLUMNS = ["#", "type", "unit", "layer", "path", "output", "MACs", "mem in", "mem out", "weights"]
 
 
 def _bytes(buf):
@@ -43,14 +43,64 @@ def activation_notes(act_errors):
     return notes
 
 
-def build_report(name, lowering, layers, memory, kmodel, version=3):
-    """Per device layer: index, type, KPU/CPU, graph layer, output shape, MACs, bytes in/out, weight bytes."""
+CONVERSIONS = {"DEQUANTIZE", "QUANTIZE", "K210_UPLOAD", "dequantize", "quantize", "kpu_upload"}
+
+
+def graph_layer(name, graph):
+    """The graph layer a device layer works for: its name, or the name before the last ':suffix' (':pad', ':sel',
+    ':sum' ...) that the lowering gives the helper layers of a node."""
+    while name not in graph.nodes and ":" in name:
+        name = name.rsplit(":", 1)[0]
+    return name
+
+
+def _selects(kpu_layer, node):
+    """Whether a KPU conv computed the full-size map of a strided graph layer (its rows / columns picked later)."""
+    out = kpu_layer.outputs[0].shape
+    strides = node.op.attrs.get("strides", (1, 1)) if node is not None else (1, 1)
+    if max(strides) == 1 or len(out) != 3 or len(node.shape) != 3:
+        return False
+    return out[1] * out[2] > node.shape[0] * node.shape[1]
+
+
+def layer_paths(layers, graph):
+    """{graph layer: how the device runs it} -- 'KPU', 'KPU stride-2 via pool 6' (nncase's shifted pool, one row
+    dropped on the CPU), 'KPU + pool' (a pool fused into the conv), 'KPU + CPU selection' (the full-size map
+    computed, every other row and column picked on the CPU), 'CPU float' or 'CPU quantized' (by what the layer's
+    own CPU op computes in, not the (de)quantisation around it)."""
+    steps = {}
+    for layer in layers:
+        steps.setdefault(graph_layer(layer.node, graph), []).append(layer)
+    paths = {}
+    for name, group in steps.items():
+        kpu = [layer for layer in group if layer.on_kpu]
+        pools = {layer.params.get("pool", 0) for layer in kpu}
+        node = graph.nodes.get(name)
+        own = [layer for layer in group if layer.type_name not in CONVERSIONS] or group
+        if kpu and 6 in pools:
+            paths[name] = "KPU stride-2 via pool 6"
+        elif any(_selects(layer, node) for layer in kpu):
+            paths[name] = "KPU + CPU selection"
+        elif kpu:
+            paths[name] = "KPU + pool" if pools - {0} else "KPU"
+        elif any(buf.dtype == F32 for layer in own for buf in layer.outputs):
+            paths[name] = "CPU float"
+        else:
+            paths[name] = "CPU quantized"
+    return paths
+
+
+def build_report(name, lowering, layers, memory, kmodel, version, graph):
+    """Per device layer: index, type, KPU/CPU, graph layer and the path it took, output shape, MACs, bytes in/out,
+    weight bytes."""
     report = Report(f"K210 kmodel v{version} '{name}'", REPORT_COLUMNS)
+    paths = layer_paths(layers, graph)
     for layer in layers:
         out = layer.outputs[0]
         layer_macs = layer.macs if layer.type_name in MAC_TYPES else 0
         report.add(**{"#": layer.index, "type": layer.type_name, "unit": "KPU" if layer.on_kpu else "CPU",
-                      "layer": layer.node, "output": "x".join(map(str, out.shape)) + f" {out.dtype}",
+                      "layer": layer.node, "path": paths[graph_layer(layer.node, graph)],
+                      "output": "x".join(map(str, out.shape)) + f" {out.dtype}",
                       "MACs": layer_macs, "mem in": sum(_bytes(b) for b in layer.inputs),
                       "mem out": sum(_bytes(b) for b in layer.outputs), "weights": layer.weight_bytes})
     macs = sum(row["MACs"] for row in report.rows)
@@ -105,6 +155,7 @@ class K210Artefact(Artefact):
         self.layer_tensors = {}                   # device layer index -> graph tensor it computes (or None)
         self._model = None
         self.snr_targets = {}                     # KPU layer -> where its output is and which float tensor it is
+        self.channel_scales = {}                  # graph tensor -> per-channel factor its device map carries
 
     def measure(self, graph, x):
         """Add each KPU layer's output SNR against the float `graph` on inputs x (calibration data) to the report."""

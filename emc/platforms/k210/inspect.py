@@ -67,7 +67,7 @@ def kmodel_report(model, doc=None):
             report.add(**{"#": r["#"], "type": r["type"], "unit": r["unit"], "layer": "",
                           "output": "x".join(map(str, out[-3:] if len(out) == 4 else out)) if out else "",
                           "MACs": r["MACs"], "weights": d["weights"]})
-        report.columns = [c for c in REPORT_COLUMNS if c not in ("layer", "mem in", "mem out")]
+        report.columns = [c for c in REPORT_COLUMNS if c not in ("layer", "path", "mem in", "mem out")]
         report.totals.update(totals)
         return report
     report = Report(saved.title, saved.columns, saved.rows, dict(saved.totals), list(saved.notes))

@@ -97,6 +97,8 @@ def layer_snr(artefact, graph, x):
             got = np.asarray(by_index[index])
             got = got.reshape(ref.shape[0], 2 * ref.shape[1], 2 * ref.shape[2])[:, ::2, ::2] if picked else got
             got = quant.dequantize(got.reshape(ref.shape)).astype(np.float64)
+            if name in artefact.channel_scales:          # a rescaled map (equalize.py): back to the graph's units
+                got = got / artefact.channel_scales[name].reshape((-1,) + (1,) * (got.ndim - 1))
             signal[conv] = signal.get(conv, 0.0) + float(np.sum(ref * ref))
             noise[conv] = noise.get(conv, 0.0) + float(np.sum((got - ref) ** 2))
     return {conv: (99.0 if noise[conv] <= 1e-20 * max(signal[conv], 1e-30)

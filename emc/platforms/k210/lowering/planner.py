@@ -5,7 +5,7 @@ the model outputs to the end). A layer's inputs and outputs are live at the same
 reads and writes overlapping lines. Main-memory sizes are rounded up to 8 bytes: the KPU's DMA stream-out and
 QUANTIZED_ADD work in groups of 8 bytes and write up to 7 bytes past a tensor.
 """
-from ....lifetimes import best_first_fit, live_peak, live_ranges
+from ....lifetimes import live_peak, live_ranges, searched_fit
 from .ir import KPU, MAIN, storage
 from ..chip.kpu import KPU_LINES
 
@@ -33,9 +33,10 @@ def lifetimes(layers, pinned_start=(), pinned_end=()):
 
 
 def _place(items):
-    """Give every (buffer, first, last) the address of the best first-fit order; returns (extent, order name)."""
+    """Give every (buffer, first, last) the address of the best first-fit order (searched over every order for a
+    few buffers); returns (extent, order name)."""
     intervals = [(id(b), b.alloc_size, f, l) for b, f, l in items]
-    extent, offsets, order = best_first_fit(intervals)
+    extent, offsets, order = searched_fit(intervals)
     for buf, _, _ in items:
         buf.address = offsets[id(buf)]
     return extent, order
@@ -46,8 +47,9 @@ def _units(n, unit):
 
 
 def plan_memory(layers, input_buffers=(), output_buffers=()):
-    """Place every buffer of the layer list (the best of several first-fit orders); when none fits the KPU RAM,
-    a problem gives the peak of the maps alive at one time against the 2 MiB and the layer where it happens."""
+    """Place every buffer of the layer list (the best of several first-fit orders, an exact search for a few
+    buffers); when none fits the KPU RAM, a problem gives the peak of the maps alive at one time against the
+    2 MiB and the layer where it happens."""
     plan = MemoryPlan()
     spans = lifetimes(layers, input_buffers, output_buffers)
     kpu = [s for s in spans.values() if s[0].where == KPU]

@@ -159,10 +159,8 @@ def kpu_conv(ctx, node, plan):
     out_chw = (c_out, in_chw[1] // factor, in_chw[2] // factor)
     out = ctx.buffer(node.name, KPU, U8, out_chw, out_q)
     k = params.kernel_size
-    pixels = 1 if plan.padded else in_chw[1] * in_chw[2]     # a padded 1x1 map: only one pixel is real work
+    pixels = 1 if plan.padded or plan.window else in_chw[1] * in_chw[2]   # a dense layer: one pixel is real work
     macs = pixels * k * k * c_out * (1 if plan.depthwise else c_in)
-    if plan.window:
-        macs = src.count * c_out
     layer = ctx.emit("K210_CONV", node.name, [x], [out], macs=macs,
                      weight_bytes=params.weights.size + 8 * c_out + 144,
                      conv=params, pool=plan.pool, in_chw=in_chw, out_chw=out_chw)

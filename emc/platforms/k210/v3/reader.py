@@ -269,14 +269,25 @@ class KModelV3:
         rows = []
         for layer in self.layers:
             d = layer.describe()
-            padded = layer.on_kpu and layer.index and self.layers[layer.index - 1].name == "K210_ADD_PADDING"
-            macs = int(d["macs"]) // (16 if padded else 1)      # a dense layer on a 4x4 map: one real pixel
+            macs = int(d["macs"]) // (16 if self._padded_dense(layer) else 1)
             rows.append({"index": layer.index, "type": layer.name, "unit": "KPU" if layer.on_kpu else "CPU",
                          "input": d["input"], "output": d["output"], "in_addr": d["in_addr"],
                          "out_addr": d["out_addr"], "out_bytes": d["out_bytes"], "macs": macs,
                          "weights": int(d["weights"]), "offset": layer.offset, "body": layer.body_size,
                          "detail": d["detail"]})
         return rows
+
+    def _padded_dense(self, layer):
+        """A dense layer computed on one pixel of a 4x4 KPU map: a KPU conv after K210_ADD_PADDING, or one whose
+        output the next layer gathers down to one value per channel (the window form)."""
+        if not layer.on_kpu or not layer.index:
+            return False
+        if self.layers[layer.index - 1].name == "K210_ADD_PADDING":
+            return True
+        after = self.layers[layer.index + 1] if layer.index + 1 < len(self.layers) else None
+        out = tuple(layer.describe()["output"])
+        return (after is not None and after.name == "QUANTIZED_CONCAT" and out[1:] == (4, 4)
+                and int(after.describe()["out_bytes"]) == out[0])
 
     def totals(self, rows=None):
         rows = self.summary() if rows is None else rows

@@ -230,11 +230,17 @@ class KModelV4:
         return rows
 
     def _padded_dense(self, index):
-        """A KPU conv fed by pad + kpu_upload of a 1x1 map: a dense layer computed on one pixel of a 4x4 map."""
+        """A dense layer computed on one pixel of a 4x4 KPU map: a KPU conv fed by pad + kpu_upload of a 1x1 map,
+        or one whose output the next node slices down to one value per channel (the window form)."""
         if self.nodes[index].name != "kpu_conv2d" or index < 2:
             return False
         pad, upload = self.nodes[index - 2], self.nodes[index - 1]
-        return pad.name == "pad" and upload.name == "kpu_upload" and tuple(pad.shape("in_shape"))[2:] == (1, 1)
+        if pad.name == "pad" and upload.name == "kpu_upload" and tuple(pad.shape("in_shape"))[2:] == (1, 1):
+            return True
+        after = self.nodes[index + 1] if index + 1 < len(self.nodes) else None
+        out = tuple(self.nodes[index].describe()["output"])
+        return (after is not None and after.name == "strided_slice" and out[2:] == (4, 4)
+                and int(np.prod(after.describe()["output"])) == out[1])
 
     def totals(self, rows=None):
         rows = self.summary() if rows is None else rows

@@ -12,9 +12,6 @@ def _align4(n):
     return (n + 3) // 4 * 4
 
 
-GEMM_MIN_ROWS = 8   # fewer gathered windows a call and CMSIS-NN's per-call weight sums cost more than the GEMM saves
-
-
 def one_by_one_fast(step):
     """True for the convolutions arm_convolve_wrapper_s8 already gives to arm_convolve_1x1_s8_fast."""
     p = step.params
@@ -22,31 +19,44 @@ def one_by_one_fast(step):
 
 
 def gemm_taps(step):
-    """Bytes of one gathered window in the GEMM's rows: kh * kw * in_c rounded up to a multiple of 4, so that
-    CMSIS-NN's GEMM never falls into its byte-at-a-time tail (the extra columns meet zero weights)."""
+    """Bytes of one gathered window for emc_conv2d_pairs_s8: kh * kw * in_c rounded up to a multiple of 4 (the
+    extra taps meet zero weights), so that every group of four taps widens with two SXTB16s."""
     p = step.params
     return (p["kernel"][0] * p["kernel"][1] * p["in_shape"][2] + 3) // 4 * 4
 
 
-def gemm_weights(step):
-    """The conv weights as the GEMM's [out_c][gemm_taps] matrix: the OHWI rows, zero-padded."""
-    w = step.arrays["weights"].reshape(step.arrays["weights"].shape[0], -1)
-    return np.pad(w, ((0, 0), (0, gemm_taps(step) - w.shape[1])))
+def pair_weights(step):
+    """The conv weights as emc_conv2d_pairs_s8 reads them: int32 words of two int16 taps (the first in the low half)
+    from the OHWI rows zero-padded to gemm_taps, each group of four taps in the order (0, 2, 1, 3) of SXTB16's two
+    words; blocks of four channels with their words interleaved, [out_c // 4][taps // 2][4], then the remaining
+    channels one by one, [out_c % 4][taps // 2]."""
+    w = step.arrays["weights"].reshape(step.arrays["weights"].shape[0], -1).astype(np.int16)
+    w = np.pad(w, ((0, 0), (0, gemm_taps(step) - w.shape[1])))
+    out_c, taps = w.shape
+    w = w.reshape(out_c, taps // 4, 4)[:, :, [0, 2, 1, 3]].reshape(out_c, taps // 2, 2)
+    blocks = out_c // 4 * 4
+    head = w[:blocks].reshape(blocks // 4, 4, taps // 2, 2).transpose(0, 2, 1, 3)
+    pairs = np.concatenate([head.reshape(-1, 2), w[blocks:].reshape(-1, 2)]).astype(np.int64)
+    return ((pairs[:, 0] & 0xFFFF) | ((pairs[:, 1] & 0xFFFF) << 16)).astype(np.uint32).view(np.int32)
 
 
-def gemm_rows(step, free_bytes):
-    """How many gathered windows of a conv step CMSIS-NN's 1x1 GEMM takes a call when free_bytes of the arena are
-    unused during the step (all the output pixels when they fit); 0 when the step keeps arm_convolve_wrapper_s8."""
+def pairs_fit(step, free_bytes):
+    """True when a conv step runs as emc_conv2d_pairs_s8 in CMSIS-NN builds: not a 1x1 conv CMSIS-NN's own fast
+    path takes, and its buffer (pairs_buffer_bytes) fits in the arena bytes free during the step."""
     if step.kind != "conv2d" or one_by_one_fast(step) or "bias" not in step.arrays:
-        return 0
-    p = step.params
-    rows = min(p["out_shape"][0] * p["out_shape"][1], free_bytes // gemm_taps(step))
-    return rows if rows >= GEMM_MIN_ROWS else 0
+        return False
+    return free_bytes >= pairs_buffer_bytes(step)
+
+
+def pairs_buffer_bytes(step):
+    """emc_conv2d_pairs_s8's buffer: two widened windows (4 * gemm_taps), one gathered window (gemm_taps) and
+    three requantisation words per output channel."""
+    return 5 * gemm_taps(step) + 12 * step.params["out_shape"][2]
 
 
 def step_scratch_bytes(step, gemm=False):
-    """CMSIS-NN's scratch for one step on a DSP core (0 for steps CMSIS-NN does not run, and for conv steps run as
-    the unbuffered 1x1 GEMM over windows gathered in the arena)."""
+    """CMSIS-NN's scratch for one step on a DSP core (0 for steps CMSIS-NN does not run, among them conv steps run
+    as emc_conv2d_pairs_s8 with their buffer in the arena)."""
     p = step.params
     if gemm:
         return 0

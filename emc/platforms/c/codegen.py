@@ -7,7 +7,7 @@ import numpy as np
 
 from ... import __version__
 from ...names import c_identifier  # noqa: F401 -- re-exported: the C platform names models with it
-from .cmsis import cmsis_scratch_bytes, gemm_rows, gemm_taps, gemm_weights, scratch_function
+from .cmsis import cmsis_scratch_bytes, gemm_taps, pair_weights, pairs_fit, scratch_function
 from .columns import column_bytes, folded_bias, needs_column
 from .planner import free_range
 
@@ -43,12 +43,11 @@ class Generator:
         self.plan = plan
         self.data = []
         self.body = []
-        self.gemm = {}          # CMSIS-NN builds: step index -> (arena offset, rows) of convs run as the 1x1 GEMM
+        self.gemm = {}          # CMSIS-NN builds: step index -> arena offset of convs run as emc_conv2d_pairs_s8
         for index, step in enumerate(program.steps):
             offset, free = free_range(plan, index)
-            rows = gemm_rows(step, free)
-            if rows:
-                self.gemm[index] = (offset, rows)
+            if pairs_fit(step, free):
+                self.gemm[index] = offset
 
     # ---- pointers and constants ------------------------------------------------------------------------------
     def ptr(self, tensor_name):
@@ -258,10 +257,8 @@ def _conv(gen, i, step):
     fields.update(arrays)
     fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
     if i in gen.gemm:
-        offset, rows = gen.gemm[i]
-        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {offset}", gemm_rows=rows, gemm_taps=gemm_taps(step))
-        if gemm_taps(step) != step.arrays["weights"][0].size:
-            guarded["gemm_weights"] = gen.array(i, "gemm_weights", gemm_weights(step), guard=CMSIS_GUARD)
+        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {gen.gemm[i]}", gemm_taps=gemm_taps(step),
+                       gemm_pairs=gen.array(i, "gemm_pairs", pair_weights(step), guard=CMSIS_GUARD))
     ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]

@@ -68,10 +68,9 @@ typedef struct {
     const int8_t *lut;             /* NULL, or 256 codes applied after requantisation: out = lut[q + 128] */
     int8_t *col;                   /* conv: a column buffer of kernel_h * kernel_w * in_c bytes; NULL when every
                                       window lies inside the input and is contiguous there (1x1, 1xN) */
-    int8_t *gemm_cols;             /* CMSIS-NN conv only, else NULL: room for gemm_rows gathered windows (arena */
-    int32_t gemm_rows;             /* bytes no live tensor uses then) to run the layer as a 1x1 GEMM over them; */
-    int32_t gemm_taps;             /* a window's bytes there: kh * kw * in_c rounded up to a multiple of 4, and */
-    const int8_t *gemm_weights;    /* NULL, or the weights zero-padded to [out_c][gemm_taps] when they differ */
+    int8_t *gemm_cols;             /* CMSIS-NN conv only, else NULL: arena bytes no live tensor uses */
+    int32_t gemm_taps;             /* then (cmsis.pairs_buffer_bytes), for emc_conv2d_pairs_s8; kh * kw * in_c */
+    const int32_t *gemm_pairs;     /* rounded up to a multiple of 4; the weights as words of two int16 */
 } emc_conv_params;
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
@@ -234,6 +233,9 @@ int emc_cmsis_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out)
 int32_t emc_cmsis_conv_buffer_size(const emc_conv_params *p, int depthwise);
 int32_t emc_cmsis_dense_buffer_size(const emc_dense_params *p);
 int32_t emc_cmsis_pool_buffer_size(const emc_pool_params *p, int average);
+/* emc_pairs.c: a convolution with gemm_cols set, two output pixels by four channels at a time (faster than
+ * CMSIS-NN's GEMM on Cortex-M4/M7). */
+void emc_conv2d_pairs_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
 #endif
 
 #ifdef __cplusplus

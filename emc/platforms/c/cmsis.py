@@ -12,12 +12,6 @@ def _align4(n):
     return (n + 3) // 4 * 4
 
 
-def one_by_one_fast(step):
-    """True for the convolutions arm_convolve_wrapper_s8 already gives to arm_convolve_1x1_s8_fast."""
-    p = step.params
-    return tuple(p["kernel"]) == (1, 1) and tuple(p["stride"]) == (1, 1) and tuple(p["pad"]) == (0, 0)
-
-
 def gemm_taps(step):
     """Bytes of one gathered window for emc_conv2d_pairs_s8: kh * kw * in_c rounded up to a multiple of 4 (the
     extra taps meet zero weights), so that every group of four taps widens with two SXTB16s."""
@@ -41,9 +35,9 @@ def pair_weights(step):
 
 
 def pairs_fit(step, free_bytes):
-    """True when a conv step runs as emc_conv2d_pairs_s8 in CMSIS-NN builds: not a 1x1 conv CMSIS-NN's own fast
-    path takes, and its buffer (pairs_buffer_bytes) fits in the arena bytes free during the step."""
-    if step.kind != "conv2d" or one_by_one_fast(step) or "bias" not in step.arrays:
+    """True when a conv step runs as emc_conv2d_pairs_s8 in CMSIS-NN builds (1x1 ones too: it beats
+    arm_convolve_1x1_s8_fast), when its buffer (pairs_buffer_bytes) fits in the arena bytes free during the step."""
+    if step.kind != "conv2d" or "bias" not in step.arrays:
         return False
     return free_bytes >= pairs_buffer_bytes(step)
 

@@ -64,8 +64,9 @@ class Generator:
             start += size
         raise AssertionError(f"no {region} holds offset {offset}")
 
-    def array(self, index, key, values, guard=None):
-        """Declare a constant array L<index>_<key>; with guard, only when that macro is defined."""
+    def array(self, index, key, values, guard=None, unless=None):
+        """Declare a constant array L<index>_<key>; with guard, only when that macro is defined; with unless, only
+        when that macro is not (else the name is a null pointer: builds with it read another form)."""
         values = np.ascontiguousarray(values)
         ident = f"L{index}_{key}"
         ctype = C_TYPES[values.dtype]
@@ -76,6 +77,8 @@ class Generator:
         if flat.size == 0:
             lines = ["    0"]
         decl = f"static const {ctype} {ident}[{max(flat.size, 1)}] = {{\n" + ",\n".join(lines) + "\n};"
+        if unless:
+            decl = f"#ifndef {unless}\n{decl}\n#else\n#define {ident} ((const {ctype} *)0)\n#endif"
         self.data.append(f"#ifdef {guard}\n{decl}\n#endif" if guard else decl)
         return ident
 
@@ -89,10 +92,12 @@ class Generator:
         self.data.append(f"static const {ctype} {ident} = {{{body}}};")
         return ident
 
-    def linear_arrays(self, index, step):
+    def linear_arrays(self, index, step, weights_unless=None):
         """The constant arrays of a conv / depthwise / dense call: the portable kernels' folded bias, and the
-        unfolded bias only for CMSIS-NN builds."""
-        fields = self.arrays(index, step, ("weights", "mult", "shift", "lut"))
+        unfolded bias only for CMSIS-NN builds; weights_unless: a macro under which the weights are not needed (the
+        conv reads its gemm_pairs form then)."""
+        fields = self.arrays(index, step, ("mult", "shift", "lut"))
+        fields["weights"] = self.array(index, "weights", step.arrays["weights"], unless=weights_unless)
         fields["kbias"] = self.array(index, "kbias", folded_bias(step))
         guarded = {"bias": self.array(index, "bias", step.arrays["bias"], guard=CMSIS_GUARD)}
         return fields, guarded
@@ -253,7 +258,7 @@ def _conv_fields(step, depth_mult):
 @emits("conv2d", "depthwise_conv2d")
 def _conv(gen, i, step):
     fields = _conv_fields(step, step.params.get("depth_mult", 1))
-    arrays, guarded = gen.linear_arrays(i, step)
+    arrays, guarded = gen.linear_arrays(i, step, weights_unless=CMSIS_GUARD if i in gen.gemm else None)
     fields.update(arrays)
     fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
     if i in gen.gemm:

@@ -124,29 +124,40 @@ static EMC_NOINLINE void emc_pairs_store(const emc_conv_params *p, const int32_t
     }
 }
 
-/* Four channels of two pixels: acc[j] (pixel 0) and acc[4 + j] (pixel 1) += window . weights over `pairs` words. */
-static EMC_NOINLINE void emc_pairs_block4(const int32_t *x, const int32_t *w, int32_t pairs, int32_t *acc)
+/* acc[j] (pixel 0) and acc[4 + j] (pixel 1) += one word of taps of x (x[0], x[1]) . weights w[j], j < 4. */
+#define EMC_PAIRS_STEP(x, w) do {                                                                   \
+        const int32_t x0_ = (x)[0], x1_ = (x)[1];                                                   \
+        int32_t v_ = (w)[0];                                                                        \
+        a0 = EMC_SMLAD(x0_, v_, a0); b0 = EMC_SMLAD(x1_, v_, b0);                                   \
+        v_ = (w)[1]; a1 = EMC_SMLAD(x0_, v_, a1); b1 = EMC_SMLAD(x1_, v_, b1);                      \
+        v_ = (w)[2]; a2 = EMC_SMLAD(x0_, v_, a2); b2 = EMC_SMLAD(x1_, v_, b2);                      \
+        v_ = (w)[3]; a3 = EMC_SMLAD(x0_, v_, a3); b3 = EMC_SMLAD(x1_, v_, b3);                      \
+    } while (0)
+
+/* GCC's first scheduling pass hoists the loads of the unrolled loop and spills accumulators (0.97 -> 0.89
+ * instructions per MAC without it). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define EMC_PAIRS_NO_PRESCHEDULE __attribute__((optimize("no-schedule-insns")))
+#else
+#define EMC_PAIRS_NO_PRESCHEDULE
+#endif
+
+/* Four channels of two pixels: acc[j] (pixel 0) and acc[4 + j] (pixel 1) += window . weights over `pairs` words
+ * (even: gemm_taps is a multiple of 4), four words a turn, then two. */
+static EMC_NOINLINE EMC_PAIRS_NO_PRESCHEDULE void emc_pairs_block4(const int32_t *x, const int32_t *w, int32_t pairs, int32_t *acc)
 {
     int32_t a0 = acc[0], a1 = acc[1], a2 = acc[2], a3 = acc[3];
     int32_t b0 = acc[4], b1 = acc[5], b2 = acc[6], b3 = acc[7];
-    const int32_t *const end = x + 2 * pairs;
-    for (; x != end; x += 4, w += 8) {                   /* pairs is even: gemm_taps is a multiple of 4 */
-        int32_t x0 = x[0], x1 = x[1], v = w[0];
-        a0 = EMC_SMLAD(x0, v, a0); b0 = EMC_SMLAD(x1, v, b0);
-        v = w[1];
-        a1 = EMC_SMLAD(x0, v, a1); b1 = EMC_SMLAD(x1, v, b1);
-        v = w[2];
-        a2 = EMC_SMLAD(x0, v, a2); b2 = EMC_SMLAD(x1, v, b2);
-        v = w[3];
-        a3 = EMC_SMLAD(x0, v, a3); b3 = EMC_SMLAD(x1, v, b3);
-        x0 = x[2]; x1 = x[3]; v = w[4];
-        a0 = EMC_SMLAD(x0, v, a0); b0 = EMC_SMLAD(x1, v, b0);
-        v = w[5];
-        a1 = EMC_SMLAD(x0, v, a1); b1 = EMC_SMLAD(x1, v, b1);
-        v = w[6];
-        a2 = EMC_SMLAD(x0, v, a2); b2 = EMC_SMLAD(x1, v, b2);
-        v = w[7];
-        a3 = EMC_SMLAD(x0, v, a3); b3 = EMC_SMLAD(x1, v, b3);
+    const int32_t *const end = x + 2 * pairs, *const end4 = x + 2 * (pairs & ~3);
+    for (; x != end4; x += 8, w += 16) {
+        EMC_PAIRS_STEP(x, w);
+        EMC_PAIRS_STEP(x + 2, w + 4);
+        EMC_PAIRS_STEP(x + 4, w + 8);
+        EMC_PAIRS_STEP(x + 6, w + 12);
+    }
+    if (x != end) {
+        EMC_PAIRS_STEP(x, w);
+        EMC_PAIRS_STEP(x + 2, w + 4);
     }
     acc[0] = a0; acc[1] = a1; acc[2] = a2; acc[3] = a3;
     acc[4] = b0; acc[5] = b1; acc[6] = b2; acc[7] = b3;

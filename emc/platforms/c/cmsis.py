@@ -34,12 +34,13 @@ def pair_weights(step):
     return ((pairs[:, 0] & 0xFFFF) | ((pairs[:, 1] & 0xFFFF) << 16)).astype(np.uint32).view(np.int32)
 
 
-def pairs_fit(step, free_bytes):
-    """True when a conv step runs as emc_conv2d_pairs_s8 in CMSIS-NN builds (1x1 ones too: it beats
-    arm_convolve_1x1_s8_fast), when its buffer (pairs_buffer_bytes) fits in the arena bytes free during the step."""
+def pairs_place(step, free_offset, free_bytes):
+    """Where a conv step's emc_conv2d_pairs_s8 buffer lives in CMSIS-NN builds (every conv2d with a bias, 1x1 ones
+    too: it beats arm_convolve_1x1_s8_fast): its arena offset when the arena bytes free during the step hold it,
+    else "scratch" (the CMSIS-NN scratch buffer, grown to it); None for other steps."""
     if step.kind != "conv2d" or "bias" not in step.arrays:
-        return False
-    return free_bytes >= pairs_buffer_bytes(step)
+        return None
+    return free_offset if free_bytes >= pairs_buffer_bytes(step) else "scratch"
 
 
 def pairs_buffer_bytes(step):
@@ -48,12 +49,12 @@ def pairs_buffer_bytes(step):
     return 5 * gemm_taps(step) + 12 * step.params["out_shape"][2]
 
 
-def step_scratch_bytes(step, gemm=False):
-    """CMSIS-NN's scratch for one step on a DSP core (0 for steps CMSIS-NN does not run, among them conv steps run
-    as emc_conv2d_pairs_s8 with their buffer in the arena)."""
+def step_scratch_bytes(step, place=None):
+    """The scratch one step needs on a DSP core: CMSIS-NN's (0 for steps CMSIS-NN does not run), or for a conv run
+    as emc_conv2d_pairs_s8 (place from pairs_place) its buffer when that is in the scratch, else 0."""
     p = step.params
-    if gemm:
-        return 0
+    if place is not None:
+        return pairs_buffer_bytes(step) if place == "scratch" else 0
     if step.kind in ("conv2d", "depthwise_conv2d") and tuple(p["dilation"]) != (1, 1):
         return 0                                                  # the portable kernel runs dilated convolutions
     if step.kind == "conv2d":
@@ -74,9 +75,9 @@ def step_scratch_bytes(step, gemm=False):
 
 
 def cmsis_scratch_bytes(steps, gemm=None):
-    """The maximum of step_scratch_bytes; gemm: {step index: (arena offset, rows)} of steps run as the 1x1 GEMM."""
+    """The maximum of step_scratch_bytes; gemm: {step index: pairs_place} of the steps run as emc_conv2d_pairs_s8."""
     gemm = gemm or {}
-    return max((step_scratch_bytes(s, i in gemm) for i, s in enumerate(steps)), default=0)
+    return max((step_scratch_bytes(s, gemm.get(i)) for i, s in enumerate(steps)), default=0)
 
 
 BUFFER_CALLS = {
@@ -88,11 +89,15 @@ BUFFER_CALLS = {
 }
 
 
-def scratch_function(name, steps):
-    """C lines of int32_t <name>_cmsis_scratch_bytes(void): CMSIS-NN's own answer, maximum over the layers."""
+def scratch_function(name, steps, gemm=None):
+    """C lines of int32_t <name>_cmsis_scratch_bytes(void): CMSIS-NN's own answer, maximum over the layers, and the
+    buffers of emc_conv2d_pairs_s8 in the scratch (gemm as for cmsis_scratch_bytes)."""
+    gemm = gemm or {}
     lines = ["#ifdef EMC_USE_CMSIS_NN",
              f"int32_t {name}_cmsis_scratch_bytes(void)", "{", "    int32_t need = 0, b;"]
     for i, step in enumerate(steps):
-        if step.kind in BUFFER_CALLS:
+        if gemm.get(i) == "scratch":
+            lines.append(f"    b = {pairs_buffer_bytes(step)}; if (b > need) need = b;   /* emc_conv2d_pairs_s8 */")
+        elif step.kind in BUFFER_CALLS:
             lines.append(f"    b = {BUFFER_CALLS[step.kind].format(p=f'L{i}_p')}; if (b > need) need = b;")
     return lines + ["    return need;", "}", "#endif", ""]

@@ -7,7 +7,7 @@ import numpy as np
 
 from ... import __version__
 from ...names import c_identifier  # noqa: F401 -- re-exported: the C platform names models with it
-from .cmsis import cmsis_scratch_bytes, gemm_taps, pair_weights, pairs_fit, scratch_function
+from .cmsis import cmsis_scratch_bytes, gemm_taps, pair_weights, pairs_place, scratch_function
 from .columns import column_bytes, folded_bias, needs_column
 from .planner import free_range
 
@@ -43,11 +43,11 @@ class Generator:
         self.plan = plan
         self.data = []
         self.body = []
-        self.gemm = {}          # CMSIS-NN builds: step index -> arena offset of convs run as emc_conv2d_pairs_s8
+        self.gemm = {}          # CMSIS-NN builds: step index -> cmsis.pairs_place of convs run as emc_conv2d_pairs_s8
         for index, step in enumerate(program.steps):
-            offset, free = free_range(plan, index)
-            if pairs_fit(step, free):
-                self.gemm[index] = offset
+            place = pairs_place(step, *free_range(plan, index))
+            if place is not None:
+                self.gemm[index] = place
 
     # ---- pointers and constants ------------------------------------------------------------------------------
     def ptr(self, tensor_name):
@@ -206,11 +206,11 @@ class Generator:
         if self.column_size:
             lines += [f"static int8_t {n}_col[{u}_COLUMN_SIZE];   /* one gathered convolution window */", ""]
         lines += [f"static int32_t {n}_arena[({u}_ARENA_SIZE + 3) / 4 + 1];   /* 4-byte aligned */", ""]
-        lines += self.data
-        lines += ["", "#ifdef EMC_USE_CMSIS_NN",
+        lines += ["#ifdef EMC_USE_CMSIS_NN",
                   f"static int32_t {n}_scratch[({u}_CMSIS_SCRATCH_SIZE + 3) / 4 + ({u}_CMSIS_SCRATCH_SIZE == 0)];",
-                  "#endif", "",
-                  f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
+                  "#endif", ""]
+        lines += self.data
+        lines += ["", f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
         lines += self._buffer_arrays()
         lines += [f"    return {n}_run_buffers(in_bufs, out_bufs);", "}", "",
                   f"int {n}_run_buffers(const int8_t *const *in_bufs, int8_t *const *out_bufs)", "{",
@@ -223,7 +223,7 @@ class Generator:
                   "    EMC_MARK(-1);"]
         lines += self.body
         lines += ["    return 0;", "}", ""]
-        lines += scratch_function(n, self.program.steps)
+        lines += scratch_function(n, self.program.steps, self.gemm)
         lines += self._convert_loop(self.program.inputs, f"void {n}_quantize_input(const float *x, int8_t *q)", [
             "float t = x[i] / {scale};",
             "int32_t v;",
@@ -262,7 +262,9 @@ def _conv(gen, i, step):
     fields.update(arrays)
     fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
     if i in gen.gemm:
-        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {gen.gemm[i]}", gemm_taps=gemm_taps(step),
+        place = gen.gemm[i]
+        cols = f"(int8_t *){gen.name}_scratch" if place == "scratch" else f"(int8_t *){gen.name}_arena + {place}"
+        guarded.update(gemm_cols=cols, gemm_taps=gemm_taps(step),
                        gemm_pairs=gen.array(i, "gemm_pairs", pair_weights(step), guard=CMSIS_GUARD))
     ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"

@@ -228,7 +228,8 @@ def gemm_model(name, k, s, padding, out_c, d, act, spread, rng):
 
 @pytest.mark.skipif(not (toolchain.have_cross_compiler() and toolchain.have_qemu()),
                     reason="arm-none-eabi-gcc or qemu-system-arm is not installed")
-def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator():
+@pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m3"])   # SMLAD / SXTB16, and their portable C stand-ins
+def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator(cpu):
     options = build_options("cmsis-nn")
     rng = np.random.default_rng(11)
     cases = [gemm_model(*case, rng) for case in GEMM_CONVS]
@@ -240,9 +241,9 @@ def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator():
     assert "lut" in second["g_3x3_s1_sigmoid"].arrays
     assert second["g_1x1_s2_relu6"].arrays["shift"].max() >= -1, "some channel beyond the requantisation shortcut"
     arts, inputs = [a for a, _ in cases], [q for _, q in cases]
-    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, **options)
+    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, cpu=cpu, **options)
     for art, q, got in zip(arts, inputs, results):
-        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), art.name
+        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), f"{art.name} {cpu}"
         asked, reserved = got["cmsis_scratch"]
         assert asked == reserved, f"{art.name}: CMSIS-NN asks {asked} B of scratch, emc reserved {reserved} B"
 

@@ -5,9 +5,10 @@
  * multiplier and a power-of-two shift (shift > 0 shifts left). Tensors are NHWC without the batch axis.
  * Kernels marked "in place" accept out == in.
  *
- * Define EMC_USE_CMSIS_NN (and put CMSIS-NN on the include path) to route convolutions, dense layers,
- * average pooling and same-shape add/mul through CMSIS-NN's s8 functions; results are meant to stay identical.
- * (Max pooling stays emc's: four lanes per SSUB8/SEL on DSP cores, where arm_max_pool_s8 compares bytes.)
+ * Define EMC_USE_CMSIS_NN (and put CMSIS-NN on the include path) to route depthwise convolutions, dense layers,
+ * average pooling and same-shape add/mul through CMSIS-NN's s8 functions; results stay identical. Convolutions
+ * then run emc_conv2d_pairs_s8 (emc_pairs.c), faster than CMSIS-NN's GEMM on a Cortex-M4 but with its weights
+ * widened to int16 (twice their flash); max pooling stays emc's (four lanes per SSUB8/SEL on DSP cores).
  * Define EMC_USE_ARM_DSP on a core with the DSP extension (Cortex-M4/M7/M33) for ACLE __smlad dot products
  * (identical results). Portable C is the default. A generated model calls EMC_PROFILE_HOOK(k) after kernel k
  * when that macro names a function (per-kernel timing).

@@ -75,6 +75,7 @@ static inline int32_t emc_pairs_requantize(int32_t a, int32_t m, int32_t hi_up, 
 }
 
 #if defined(__ARM_FEATURE_SAT)
+#include <arm_acle.h>
 #define EMC_SAT8(v) __ssat((v), 8)
 #else
 #define EMC_SAT8(v) ((v) < -128 ? -128 : ((v) > 127 ? 127 : (v)))

@@ -237,6 +237,9 @@ def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator(cpu):
         source = art.files[f"{art.name}.c"]
         assert source.count(".gemm_pairs = ") == 2, f"{art.name}: both convolutions should take the pairs kernel"
         assert ".gemm_taps = 28," in source, f"{art.name}: the first conv's 27 taps are padded to 28"
+    # 16 channels x 28 taps and 7 x 144 as int16 words, less the int8 weights (16 x 27, 7 x 144)
+    assert cases[0][0].report.totals["CMSIS-NN builds: extra flash for widened conv weights (bytes)"] == \
+        16 * 28 * 2 - 16 * 27 + 7 * 144
     second = {art.name: art.program.steps[-1] for art, _ in cases}
     assert "lut" in second["g_3x3_s1_sigmoid"].arrays
     assert second["g_1x1_s2_relu6"].arrays["shift"].max() >= -1, "some channel beyond the requantisation shortcut"

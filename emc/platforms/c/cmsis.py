@@ -43,6 +43,13 @@ def pairs_place(step, free_offset, free_bytes):
     return free_offset if free_bytes >= pairs_buffer_bytes(step) else "scratch"
 
 
+def widened_weight_bytes(steps):
+    """Flash a CMSIS-NN build adds over the portable one: every pairs conv keeps its weights as int16 words
+    (out_c * gemm_taps * 2 bytes) instead of int8."""
+    return sum(step.params["out_shape"][2] * gemm_taps(step) * 2 - step.arrays["weights"].size
+               for step in steps if pairs_place(step, 0, 0) is not None)
+
+
 def pairs_buffer_bytes(step):
     """emc_conv2d_pairs_s8's buffer: two widened windows (4 * gemm_taps), one gathered window (gemm_taps) and
     three requantisation words per output channel."""

@@ -190,20 +190,24 @@ def test_cortex_m4_equals_the_simulator(cases, build):
             assert asked == reserved, f"{art.name}: CMSIS-NN asks {asked} B of scratch, emc reserved {reserved} B"
 
 
-# ---- CMSIS-NN builds: convolutions run as arm_convolve_1x1_s8_fast over windows gathered in free arena bytes ----
-# (name, second conv: kernel, stride, padding, out_c, dilation). A 3x3 conv of 3 channels (27-byte windows, padded
-# to 28 with zero weights) fills the arena, a 2x2 max pool shrinks it, so each conv finds free arena bytes for >= 8
-# gathered windows; chunks of 11 leave an odd last chunk, 7 output channels an odd last channel.
+# ---- CMSIS-NN builds: convolutions run as emc_conv2d_pairs_s8, its buffer in free arena bytes ----------------------
+# (name, second conv: kernel, stride, padding, out_c, dilation, activation, weight spread). A 3x3 conv of 3 channels
+# (27-byte windows, padded to 28 with zero weights) fills the arena, a 2x2 max pool shrinks it, so each conv finds
+# free arena bytes for its buffer; 5x5 and 3x3 outputs leave a last pixel without a partner, 7 and 5 output channels
+# channels outside the blocks of four. A sigmoid (a table) and large weights under relu6 (requantisation shifts
+# above -2) take the general requantisation instead of the shortcut.
 GEMM_CONVS = [
-    ("g_3x3_s1_same", 3, 1, "same", 7, 1),
-    ("g_3x3_s2_same", 3, 2, "same", 8, 1),
-    ("g_3x3_d2_same", 3, 1, "same", 7, 2),
-    ("g_1x3_s1_same", (1, 3), 1, "same", 8, 1),
-    ("g_1x1_s2_valid", 1, 2, "valid", 5, 1),
+    ("g_3x3_s1_same", 3, 1, "same", 7, 1, "linear", 0.3),
+    ("g_3x3_s2_same", 3, 2, "same", 8, 1, "linear", 0.3),
+    ("g_3x3_d2_same", 3, 1, "same", 7, 2, "linear", 0.3),
+    ("g_1x3_s1_same", (1, 3), 1, "same", 8, 1, "linear", 0.3),
+    ("g_1x1_s2_valid", 1, 2, "valid", 5, 1, "linear", 0.3),
+    ("g_3x3_s1_sigmoid", 3, 1, "same", 6, 1, "sigmoid", 0.3),
+    ("g_1x1_s2_relu6", 1, 2, "valid", 8, 1, "relu6", 35.0),
 ]
 
 
-def gemm_model(name, k, s, padding, out_c, d, rng):
+def gemm_model(name, k, s, padding, out_c, d, act, spread, rng):
     g = Graph(name)
     x = g.add_input((10, 10, 3), "in")
     w1 = rng.normal(0, 0.3, (3, 3, 3, 16))
@@ -211,8 +215,8 @@ def gemm_model(name, k, s, padding, out_c, d, rng):
               [x], name="first")
     x = g.add(Pool2D("max", 2, 2), [x], name="pool")
     k, s = pair(k), pair(s)
-    w2 = rng.normal(0, 0.3, k + (16, out_c))
-    g.set_outputs([g.add(Conv2D(w2, rng.normal(0, 0.2, out_c), s, d, pads((5, 5), k, s, padding, d), Act("linear")),
+    w2 = rng.normal(0, spread, k + (16, out_c))
+    g.set_outputs([g.add(Conv2D(w2, rng.normal(0, 0.2, out_c), s, d, pads((5, 5), k, s, padding, d), Act(act)),
                          [x], name="op")])
     data = rng.uniform(-0.3, 1.0, (32, 10, 10, 3)).astype(np.float32)
     art = cplat.convert(g, calibrate(g, data), name=name)
@@ -224,17 +228,67 @@ def gemm_model(name, k, s, padding, out_c, d, rng):
 
 @pytest.mark.skipif(not (toolchain.have_cross_compiler() and toolchain.have_qemu()),
                     reason="arm-none-eabi-gcc or qemu-system-arm is not installed")
-def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator():
+@pytest.mark.parametrize("cpu", ["cortex-m4", "cortex-m3"])   # SMLAD / SXTB16, and their portable C stand-ins
+def test_cortex_m4_cmsis_gemm_convolutions_equal_the_simulator(cpu):
     options = build_options("cmsis-nn")
     rng = np.random.default_rng(11)
     cases = [gemm_model(*case, rng) for case in GEMM_CONVS]
     for art, _ in cases:
         source = art.files[f"{art.name}.c"]
-        assert source.count(".gemm_rows = ") == 2, f"{art.name}: both convolutions should take the GEMM path"
-        assert source.count(".gemm_weights = ") == 1, f"{art.name}: the first conv's 27 taps are padded to 28"
+        assert source.count(".gemm_pairs = ") == 2, f"{art.name}: both convolutions should take the pairs kernel"
+        assert ".gemm_taps = 28," in source, f"{art.name}: the first conv's 27 taps are padded to 28"
+    # 16 channels x 28 taps and 7 x 144 as int16 words, less the int8 weights (16 x 27, 7 x 144)
+    assert cases[0][0].report.totals["CMSIS-NN builds: extra flash for widened conv weights (bytes)"] == \
+        16 * 28 * 2 - 16 * 27 + 7 * 144
+    second = {art.name: art.program.steps[-1] for art, _ in cases}
+    assert "lut" in second["g_3x3_s1_sigmoid"].arrays
+    assert second["g_1x1_s2_relu6"].arrays["shift"].max() >= -1, "some channel beyond the requantisation shortcut"
     arts, inputs = [a for a, _ in cases], [q for _, q in cases]
-    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, **options)
+    results = toolchain.measure_on_qemu(arts, inputs, timeout=300, profile=False, cpu=cpu, **options)
     for art, q, got in zip(arts, inputs, results):
-        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), art.name
+        assert got["outputs"][0].tobytes() == art.simulate_int8(q)[0].tobytes(), f"{art.name} {cpu}"
         asked, reserved = got["cmsis_scratch"]
         assert asked == reserved, f"{art.name}: CMSIS-NN asks {asked} B of scratch, emc reserved {reserved} B"
+
+
+PAIRS_HARNESS = """
+#include <stdio.h>
+#include "emc_pairs.c"
+int main(void)
+{
+    long a, m, right1, zp;
+    while (scanf("%ld %ld %ld %ld", &a, &m, &right1, &zp) == 4)
+        printf("%ld\\n", (long)emc_pairs_requantize((int32_t)a, (int32_t)m,
+                                                   ((int32_t)1 << (right1 - 1)) + (int32_t)zp * ((int32_t)1 << right1),
+                                                   (int32_t)right1));
+    return 0;
+}
+"""
+
+
+def test_pairs_requantisation_shortcut_equals_requantize(tmp_path):
+    """emc_pairs.c's one-SMLAL requantisation (zero point inside) against fixedpoint.requantize on the host, over the
+    shifts it takes (-23..-2), positive multipliers, int32 extremes and both zero point extremes."""
+    import subprocess
+    from emc.platforms.c.build import runtime_files
+    from emc.platforms.c.fixedpoint import requantize
+    for name, text in runtime_files().items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "harness.c").write_text(PAIRS_HARNESS)
+    exe = tmp_path / "harness"
+    proc = subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-DEMC_USE_CMSIS_NN", "-o", str(exe),
+                           str(tmp_path / "harness.c")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rng = np.random.default_rng(5)
+    n = 20000
+    a = np.concatenate([rng.integers(-2**31, 2**31, n), rng.integers(-2**16, 2**16, n),
+                        [-2**31, 2**31 - 1, -1, 0, 1] * 8])
+    m = np.concatenate([rng.integers(1, 2**31, 2 * n), [1, 2**31 - 1, 2**30, 1518500250, 7] * 8])
+    right1 = rng.integers(1, 23, a.size)
+    right1[-40:] = np.repeat([1, 22, 7, 12, 2, 21, 1, 22], 5)
+    zp = rng.integers(-128, 128, a.size)
+    zp[-20:] = -128
+    zp[-40:-20] = 127
+    text = "\n".join(f"{v} {w} {r} {z}" for v, w, r, z in zip(a, m, right1, zp))
+    out = subprocess.run([str(exe)], input=text, capture_output=True, text=True, check=True).stdout.split()
+    np.testing.assert_array_equal(np.array(out, np.int64), requantize(a, m, -(right1 + 1)) + zp)

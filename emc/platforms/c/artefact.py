@@ -11,6 +11,7 @@ from ...errors import EmcError
 from ...fileio import check_not_input, write_folder_atomic
 from ...report import Report
 from .build import build_shared
+from .cmsis import widened_weight_bytes
 from .codegen import c_identifier
 from .columns import column_bytes
 from .kernels import KERNELS
@@ -36,6 +37,7 @@ def build_report(title, program, plan, notes=()):
         "weights (const bytes)": program.weight_bytes,
         "arena (bytes)": plan.arena_bytes,
         "conv column buffer (bytes)": column_bytes(program.steps),
+        "CMSIS-NN builds: extra flash for widened conv weights (bytes)": widened_weight_bytes(program.steps),
         "live-tensor lower bound (bytes)": plan.lower_bound,
         "input buffer (bytes)": plan.input_bytes,
         "output buffer (bytes)": plan.output_bytes,

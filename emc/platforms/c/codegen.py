@@ -7,7 +7,7 @@ import numpy as np
 
 from ... import __version__
 from ...names import c_identifier  # noqa: F401 -- re-exported: the C platform names models with it
-from .cmsis import cmsis_scratch_bytes, gemm_rows, gemm_taps, gemm_weights, scratch_function
+from .cmsis import cmsis_scratch_bytes, gemm_taps, pair_weights, pairs_place, scratch_function
 from .columns import column_bytes, folded_bias, needs_column
 from .planner import free_range
 
@@ -43,12 +43,11 @@ class Generator:
         self.plan = plan
         self.data = []
         self.body = []
-        self.gemm = {}          # CMSIS-NN builds: step index -> (arena offset, rows) of convs run as the 1x1 GEMM
+        self.gemm = {}          # CMSIS-NN builds: step index -> cmsis.pairs_place of convs run as emc_conv2d_pairs_s8
         for index, step in enumerate(program.steps):
-            offset, free = free_range(plan, index)
-            rows = gemm_rows(step, free)
-            if rows:
-                self.gemm[index] = (offset, rows)
+            place = pairs_place(step, *free_range(plan, index))
+            if place is not None:
+                self.gemm[index] = place
 
     # ---- pointers and constants ------------------------------------------------------------------------------
     def ptr(self, tensor_name):
@@ -65,8 +64,9 @@ class Generator:
             start += size
         raise AssertionError(f"no {region} holds offset {offset}")
 
-    def array(self, index, key, values, guard=None):
-        """Declare a constant array L<index>_<key>; with guard, only when that macro is defined."""
+    def array(self, index, key, values, guard=None, unless=None):
+        """Declare a constant array L<index>_<key>; with guard, only when that macro is defined; with unless, only
+        when that macro is not (else the name is a null pointer: builds with it read another form)."""
         values = np.ascontiguousarray(values)
         ident = f"L{index}_{key}"
         ctype = C_TYPES[values.dtype]
@@ -77,6 +77,8 @@ class Generator:
         if flat.size == 0:
             lines = ["    0"]
         decl = f"static const {ctype} {ident}[{max(flat.size, 1)}] = {{\n" + ",\n".join(lines) + "\n};"
+        if unless:
+            decl = f"#ifndef {unless}\n{decl}\n#else\n#define {ident} ((const {ctype} *)0)\n#endif"
         self.data.append(f"#ifdef {guard}\n{decl}\n#endif" if guard else decl)
         return ident
 
@@ -90,10 +92,12 @@ class Generator:
         self.data.append(f"static const {ctype} {ident} = {{{body}}};")
         return ident
 
-    def linear_arrays(self, index, step):
+    def linear_arrays(self, index, step, weights_unless=None):
         """The constant arrays of a conv / depthwise / dense call: the portable kernels' folded bias, and the
-        unfolded bias only for CMSIS-NN builds."""
-        fields = self.arrays(index, step, ("weights", "mult", "shift", "lut"))
+        unfolded bias only for CMSIS-NN builds; weights_unless: a macro under which the weights are not needed (the
+        conv reads its gemm_pairs form then)."""
+        fields = self.arrays(index, step, ("mult", "shift", "lut"))
+        fields["weights"] = self.array(index, "weights", step.arrays["weights"], unless=weights_unless)
         fields["kbias"] = self.array(index, "kbias", folded_bias(step))
         guarded = {"bias": self.array(index, "bias", step.arrays["bias"], guard=CMSIS_GUARD)}
         return fields, guarded
@@ -202,11 +206,11 @@ class Generator:
         if self.column_size:
             lines += [f"static int8_t {n}_col[{u}_COLUMN_SIZE];   /* one gathered convolution window */", ""]
         lines += [f"static int32_t {n}_arena[({u}_ARENA_SIZE + 3) / 4 + 1];   /* 4-byte aligned */", ""]
-        lines += self.data
-        lines += ["", "#ifdef EMC_USE_CMSIS_NN",
+        lines += ["#ifdef EMC_USE_CMSIS_NN",
                   f"static int32_t {n}_scratch[({u}_CMSIS_SCRATCH_SIZE + 3) / 4 + ({u}_CMSIS_SCRATCH_SIZE == 0)];",
-                  "#endif", "",
-                  f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
+                  "#endif", ""]
+        lines += self.data
+        lines += ["", f"int {n}_run(const int8_t *in, int8_t *out)", "{"]
         lines += self._buffer_arrays()
         lines += [f"    return {n}_run_buffers(in_bufs, out_bufs);", "}", "",
                   f"int {n}_run_buffers(const int8_t *const *in_bufs, int8_t *const *out_bufs)", "{",
@@ -219,7 +223,7 @@ class Generator:
                   "    EMC_MARK(-1);"]
         lines += self.body
         lines += ["    return 0;", "}", ""]
-        lines += scratch_function(n, self.program.steps)
+        lines += scratch_function(n, self.program.steps, self.gemm)
         lines += self._convert_loop(self.program.inputs, f"void {n}_quantize_input(const float *x, int8_t *q)", [
             "float t = x[i] / {scale};",
             "int32_t v;",
@@ -254,14 +258,14 @@ def _conv_fields(step, depth_mult):
 @emits("conv2d", "depthwise_conv2d")
 def _conv(gen, i, step):
     fields = _conv_fields(step, step.params.get("depth_mult", 1))
-    arrays, guarded = gen.linear_arrays(i, step)
+    arrays, guarded = gen.linear_arrays(i, step, weights_unless=CMSIS_GUARD if i in gen.gemm else None)
     fields.update(arrays)
     fields["col"] = f"{gen.name}_col" if needs_column(step) else "NULL"
     if i in gen.gemm:
-        offset, rows = gen.gemm[i]
-        guarded.update(gemm_cols=f"(int8_t *){gen.name}_arena + {offset}", gemm_rows=rows, gemm_taps=gemm_taps(step))
-        if gemm_taps(step) != step.arrays["weights"][0].size:
-            guarded["gemm_weights"] = gen.array(i, "gemm_weights", gemm_weights(step), guard=CMSIS_GUARD)
+        place = gen.gemm[i]
+        cols = f"(int8_t *){gen.name}_scratch" if place == "scratch" else f"(int8_t *){gen.name}_arena + {place}"
+        guarded.update(gemm_cols=cols, gemm_taps=gemm_taps(step),
+                       gemm_pairs=gen.array(i, "gemm_pairs", pair_weights(step), guard=CMSIS_GUARD))
     ident = gen.struct(i, "emc_conv_params", fields, guarded)
     fn = "emc_conv2d_s8" if step.kind == "conv2d" else "emc_depthwise_conv2d_s8"
     return [f"{fn}(&{ident}, {gen.ptr(step.inputs[0])}, {gen.ptr(step.output)});"]

@@ -43,67 +43,6 @@ static void emc_cmsis_layer(const emc_conv_params *p, cmsis_nn_context *ctx, cms
         (cp).activation.min = (p)->act_min; (cp).activation.max = (p)->act_max;         \
     } while (0)
 
-/* Copies the window of output pixel (oy, ox) into dst, in_zp where it lies in the padding (what arm_convolve_s8's
- * own im2col writes); a window row inside the map with unit dilation is one copy. */
-static void emc_cmsis_gather(const emc_conv_params *p, const int8_t *in, int32_t oy, int32_t ox, int8_t *dst)
-{
-    const int32_t x0 = ox * p->stride_w - p->pad_left, row = p->kernel_w * p->in_c;
-    int32_t ky, kx;
-    for (ky = 0; ky < p->kernel_h; ++ky, dst += row) {
-        const int32_t y = oy * p->stride_h - p->pad_top + ky * p->dilation_h;
-        if (y < 0 || y >= p->in_h) {
-            memset(dst, (int8_t)p->in_zp, (size_t)row);
-        } else if (p->dilation_w == 1 && x0 >= 0 && x0 + p->kernel_w <= p->in_w) {
-            memcpy(dst, in + (y * p->in_w + x0) * p->in_c, (size_t)row);
-        } else {
-            for (kx = 0; kx < p->kernel_w; ++kx) {
-                const int32_t x = x0 + kx * p->dilation_w;
-                if (x < 0 || x >= p->in_w) memset(dst + kx * p->in_c, (int8_t)p->in_zp, (size_t)p->in_c);
-                else memcpy(dst + kx * p->in_c, in + (y * p->in_w + x) * p->in_c, (size_t)p->in_c);
-            }
-        }
-    }
-}
-
-/* A convolution as CMSIS-NN's fastest int8 GEMM: the windows of up to gemm_rows output pixels gathered into
- * gemm_cols, then arm_convolve_1x1_s8_fast over them as a 1 x rows image of kh * kw * in_c channels (the
- * [out_c][kh][kw][in_c] weights are that 1x1 filter). Its SMLAD kernel reads int8 straight, where
- * arm_convolve_s8 widens every window to int16 and works two pixels at a time. */
-static arm_cmsis_nn_status emc_cmsis_conv_gemm(const emc_conv_params *p, const int8_t *in, int8_t *out)
-{
-    const int32_t window = p->kernel_h * p->kernel_w * p->in_c, taps = p->gemm_taps, pixels = p->out_h * p->out_w;
-    const int8_t *weights = p->gemm_weights ? p->gemm_weights : p->weights;
-    cmsis_nn_context ctx;
-    cmsis_nn_per_channel_quant_params quant;
-    cmsis_nn_dims in_dims, filter_dims, bias_dims, out_dims;
-    cmsis_nn_conv_params cp;
-    int32_t done = 0, rows = 0, oy, ox;
-    emc_cmsis_layer(p, &ctx, &quant, &in_dims, &bias_dims, &out_dims);
-    ctx.buf = NULL;                       /* the unbuffered GEMM on every core (Arm Compiler's DSP path wants int16) */
-    ctx.size = 0;
-    EMC_CMSIS_CONV_FIELDS(cp, p);
-    cp.stride.h = 1; cp.stride.w = 1;
-    cp.padding.h = 0; cp.padding.w = 0;
-    emc_cmsis_dims(&filter_dims, p->out_c, 1, 1, taps);
-    for (oy = 0; oy < p->out_h; ++oy) {
-        for (ox = 0; ox < p->out_w; ++ox) {
-            emc_cmsis_gather(p, in, oy, ox, p->gemm_cols + rows * taps);
-            if (taps > window) memset(p->gemm_cols + rows * taps + window, 0, (size_t)(taps - window));
-            if (++rows == p->gemm_rows || done + rows == pixels) {
-                arm_cmsis_nn_status status;
-                emc_cmsis_dims(&in_dims, 1, 1, rows, taps);
-                emc_cmsis_dims(&out_dims, 1, 1, rows, p->out_c);
-                status = arm_convolve_1x1_s8_fast(&ctx, &cp, &quant, &in_dims, p->gemm_cols, &filter_dims,
-                                                  weights, &bias_dims, p->bias, &out_dims, out + done * p->out_c);
-                if (status != ARM_CMSIS_NN_SUCCESS) return status;
-                done += rows;
-                rows = 0;
-            }
-        }
-    }
-    return ARM_CMSIS_NN_SUCCESS;
-}
-
 int emc_cmsis_conv_s8(const emc_conv_params *p, const int8_t *in, int8_t *out, int depthwise)
 {
     cmsis_nn_context ctx;
@@ -111,8 +50,10 @@ int emc_cmsis_conv_s8(const emc_conv_params *p, const int8_t *in, int8_t *out, i
     cmsis_nn_dims in_dims, filter_dims, bias_dims, out_dims;
     arm_cmsis_nn_status status;
     if (p->bias == NULL) return 0;
-    if (!depthwise && p->gemm_cols != NULL)
-        return emc_cmsis_done(emc_cmsis_conv_gemm(p, in, out), p->lut, p->out_h * p->out_w * p->out_c, out);
+    if (!depthwise && p->gemm_cols != NULL) {
+        emc_conv2d_pairs_s8(p, in, out);
+        return 1;
+    }
     if (p->dilation_h != 1 || p->dilation_w != 1) return 0;
     emc_cmsis_layer(p, &ctx, &quant, &in_dims, &bias_dims, &out_dims);
     if (depthwise) {
@@ -178,7 +119,7 @@ int emc_cmsis_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out)
 int32_t emc_cmsis_conv_buffer_size(const emc_conv_params *p, int depthwise)
 {
     cmsis_nn_dims in_dims, filter_dims, out_dims;
-    if (!depthwise && p->gemm_cols != NULL) return 0;             /* the unbuffered GEMM, its rows in the arena */
+    if (!depthwise && p->gemm_cols != NULL) return 0;             /* emc_conv2d_pairs_s8, its buffer in the arena */
     if (p->dilation_h != 1 || p->dilation_w != 1) return 0;       /* the portable kernel runs these */
     emc_cmsis_dims(&in_dims, 1, p->in_h, p->in_w, p->in_c);
     emc_cmsis_dims(&out_dims, 1, p->out_h, p->out_w, p->out_c);

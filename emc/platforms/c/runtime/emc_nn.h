@@ -5,9 +5,10 @@
  * multiplier and a power-of-two shift (shift > 0 shifts left). Tensors are NHWC without the batch axis.
  * Kernels marked "in place" accept out == in.
  *
- * Define EMC_USE_CMSIS_NN (and put CMSIS-NN on the include path) to route convolutions, dense layers,
- * average pooling and same-shape add/mul through CMSIS-NN's s8 functions; results are meant to stay identical.
- * (Max pooling stays emc's: four lanes per SSUB8/SEL on DSP cores, where arm_max_pool_s8 compares bytes.)
+ * Define EMC_USE_CMSIS_NN (and put CMSIS-NN on the include path) to route depthwise convolutions, dense layers,
+ * average pooling and same-shape add/mul through CMSIS-NN's s8 functions; results stay identical. Convolutions
+ * then run emc_conv2d_pairs_s8 (emc_pairs.c), faster than CMSIS-NN's GEMM on a Cortex-M4 but with its weights
+ * widened to int16 (twice their flash); max pooling stays emc's (four lanes per SSUB8/SEL on DSP cores).
  * Define EMC_USE_ARM_DSP on a core with the DSP extension (Cortex-M4/M7/M33) for ACLE __smlad dot products
  * (identical results). Portable C is the default. A generated model calls EMC_PROFILE_HOOK(k) after kernel k
  * when that macro names a function (per-kernel timing).
@@ -68,10 +69,9 @@ typedef struct {
     const int8_t *lut;             /* NULL, or 256 codes applied after requantisation: out = lut[q + 128] */
     int8_t *col;                   /* conv: a column buffer of kernel_h * kernel_w * in_c bytes; NULL when every
                                       window lies inside the input and is contiguous there (1x1, 1xN) */
-    int8_t *gemm_cols;             /* CMSIS-NN conv only, else NULL: room for gemm_rows gathered windows (arena */
-    int32_t gemm_rows;             /* bytes no live tensor uses then) to run the layer as a 1x1 GEMM over them; */
-    int32_t gemm_taps;             /* a window's bytes there: kh * kw * in_c rounded up to a multiple of 4, and */
-    const int8_t *gemm_weights;    /* NULL, or the weights zero-padded to [out_c][gemm_taps] when they differ */
+    int8_t *gemm_cols;             /* CMSIS-NN conv only, else NULL: arena bytes no live tensor uses */
+    int32_t gemm_taps;             /* then (cmsis.pairs_buffer_bytes), for emc_conv2d_pairs_s8; kh * kw * in_c */
+    const int32_t *gemm_pairs;     /* rounded up to a multiple of 4; the weights as words of two int16 */
 } emc_conv_params;
 
 void emc_conv2d_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
@@ -234,6 +234,9 @@ int emc_cmsis_dense_s8(const emc_dense_params *p, const int8_t *in, int8_t *out)
 int32_t emc_cmsis_conv_buffer_size(const emc_conv_params *p, int depthwise);
 int32_t emc_cmsis_dense_buffer_size(const emc_dense_params *p);
 int32_t emc_cmsis_pool_buffer_size(const emc_pool_params *p, int average);
+/* emc_pairs.c: a convolution with gemm_cols set, two output pixels by four channels at a time (faster than
+ * CMSIS-NN's GEMM on Cortex-M4/M7). */
+void emc_conv2d_pairs_s8(const emc_conv_params *p, const int8_t *in, int8_t *out);
 #endif
 
 #ifdef __cplusplus

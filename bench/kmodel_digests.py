@@ -5,7 +5,8 @@ changes no byte: run the suite before and after with
     EMC_DIGESTS=after.txt  PYTHONPATH=bench python -m pytest -q tests -p kmodel_digests
     python bench/kmodel_digests.py before.txt after.txt
 
-Each line is `test id, n-th kmodel of that test, version, sha256`.
+Each line is `test id, n-th kmodel of that test, version, sha256`. With EMC_KMODEL_DIR set, every distinct kmodel
+is also saved there as v<version>_<sha256 prefix>.kmodel, to run through other executors (Kendryte's kpu.c, nncase).
 """
 import hashlib
 import importlib
@@ -25,7 +26,13 @@ def _wrap(cls, version):
     def to_bytes(self, *args, **kwargs):
         data = original(self, *args, **kwargs)
         _current["count"] += 1
-        _lines.append(f"{_current['test']}\t{_current['count']}\tv{version}\t{hashlib.sha256(data).hexdigest()}")
+        digest = hashlib.sha256(data).hexdigest()
+        _lines.append(f"{_current['test']}\t{_current['count']}\tv{version}\t{digest}")
+        folder = os.environ.get("EMC_KMODEL_DIR")
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, f"v{version}_{digest[:16]}.kmodel"), "wb") as f:
+                f.write(data)
         return data
 
     cls.to_bytes = to_bytes

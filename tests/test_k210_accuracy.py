@@ -175,3 +175,19 @@ def test_depthwise_equalisation_keeps_the_float_result_and_fills_each_channel(mo
     assert not plain.channel_scales
     before = snr_of(plain)
     assert after["dw"] > before["dw"] + 3 and after["pw"] > before["pw"], (before, after)
+
+
+def test_a_model_fed_the_wrong_pixel_mapping_is_told_so_in_the_report():
+    """A model that rescales 0..255 pixels itself, calibrated with img_0_1: real 0 of its conv input lies at
+    pixel 32512.5, which no padding code reaches -- the report says so and names the fix, not 'half a step'."""
+    keras = pytest.importorskip("keras")
+    k = keras.layers
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((8, 8, 3))
+    x = k.Conv2D(4, 3, padding="same", activation="relu")(k.Rescaling(1 / 127.5, offset=-1)(inp))
+    model = keras.Model(inp, k.GlobalAveragePooling2D()(x))
+    data = np.random.default_rng(0).uniform(0, 1, (8, 8, 8, 3)).astype(np.float32)
+    wrong = "\n".join(emc.convert(model, dataset=data, dataset_func="img_0_1").report.notes)
+    assert "lies at pixel 32512.5" in wrong and "img_0_255" in wrong
+    right = "\n".join(emc.convert(model, dataset=data * 255, dataset_func="img_0_255").report.notes)
+    assert "0.50 pixel steps off" in right and "img_0_255" not in right

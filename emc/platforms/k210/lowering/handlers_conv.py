@@ -270,9 +270,23 @@ def fold_input_transform(ctx, node, kernel, bias, plan, affine, exact=False):
     else:
         bias += np.einsum("hwio,i->o", kernel, corr)
     if np.any(np.abs(corr) > 1e-6) and plan.k == 3 and not exact:
-        ctx.notes.append(f"'{node.name}': the input zero point {float(np.mean(zp_c)):g} is not an integer pixel "
-                         f"value; border pixels of this 3x3 conv see padding half a pixel step off")
+        ctx.notes.append(pad_offset_note(node.name, zp_c, float(np.max(np.abs(corr)))))
     return kernel, bias, Quant(1.0, zp)
+
+
+def pad_offset_note(name, zp_c, steps):
+    """What the padded border of a first 3x3 conv reads when real 0 is no pixel code: `steps` pixel steps off;
+    a real 0 outside 0..255 means the preprocessing given does not fit the model (a warning, with the fix)."""
+    zp = float(np.mean(zp_c))
+    if steps <= 0.5 + 1e-6:
+        return (f"'{name}': the input zero point {zp:g} is not an integer pixel value; border pixels of this 3x3 "
+                f"conv see padding {steps:.2f} pixel steps off")
+    text = (f"'{name}': real 0 of the input lies at pixel {zp:g}; the KPU pads this 3x3 conv's border with a pixel "
+            f"{steps:.1f} steps from it, so border outputs are off")
+    if not 0 <= zp <= 255:
+        text += "; the dataset function probably does not match the model's preprocessing (img_0_255 for a model " \
+                "that rescales 0..255 pixels itself)"
+    return text
 
 
 # ---- dense (CPU) -----------------------------------------------------------------------------------------------

@@ -62,3 +62,18 @@ def test_cli_chip_option():
     assert_one_line_error(result, "of flash", "the STM32F103C8", "has 65,536 bytes", "biggest weights:")
     assert_one_line_error(emc_cli("convert", model, "-o", "/nonexistent/x.kmodel", "--dataset", images, "--chip",
                                   "rp2040"), "--chip is a c / stm32 option")
+
+
+def test_the_cmsis_build_has_its_own_flash_line_and_a_note_when_it_does_not_fit():
+    """A CMSIS-NN build keeps the convs' weights widened to int16: its flash is counted on its own line."""
+    from emc.platforms.c.cmsis import widened_weight_bytes
+    g, cal = wide_graph()
+    plain = cplat.convert(g, cal, name="wide", flash_limit=10**6)
+    extra = widened_weight_bytes(plain.program.steps)
+    assert extra > 0
+    flash = plain.program.weight_bytes
+    assert plain.report.totals["flash of the limit, CMSIS-NN build"].startswith(f"{flash + extra:,} of 1,000,000")
+    assert not any("CMSIS-NN build" in note for note in plain.report.notes)
+    tight = cplat.convert(g, cal, name="wide", flash_limit=flash + extra - 1)
+    assert any(f"needs {flash + extra:,} bytes of flash" in note and "build without it" in note
+               for note in tight.report.notes)

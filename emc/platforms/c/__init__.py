@@ -8,6 +8,7 @@ import logging
 
 from ...errors import PlatformLimitError
 from .artefact import CArtefact, build_report
+from .cmsis import widened_weight_bytes
 from .build import runtime_files
 from .codegen import Generator, c_identifier
 from .ir import Program
@@ -52,7 +53,7 @@ def build(graph, calibration, quant_bit=8, input_transform=None, name="model", r
     files = Generator(ident, program, plan).generate()
     files.update(runtime_files())
     report = build_report(f"{title} model '{ident}'", program, plan, notes)
-    budget.add_usage(report, limits, ram, program.weight_bytes, C_FLASH_TEXT)
+    budget.add_usage(report, limits, ram, program.weight_bytes, C_FLASH_TEXT, widened_weight_bytes(program.steps))
     return files, report, program, plan
 
 

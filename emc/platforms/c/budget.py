@@ -107,10 +107,19 @@ def check(budget, program, plan, ram, ram_text, flash, flash_text, platform):
         raise PlatformLimitError(problems, platform=platform)
 
 
-def add_usage(report, budget, ram, flash, flash_text):
-    """Report lines: how much of the part's (or the limits') RAM and flash the model takes."""
+def add_usage(report, budget, ram, flash, flash_text, cmsis_extra=0):
+    """Report lines: how much of the part's (or the limits') RAM and flash the model takes; cmsis_extra = the flash
+    a CMSIS-NN build adds (widened conv weights), shown as its own line and a note when that build does not fit."""
     if budget is None:
         return
+    if budget.flash is not None and cmsis_extra:
+        cmsis = flash + cmsis_extra
+        report.totals[f"flash of {budget.where('flash')}, CMSIS-NN build"] = (
+            f"{cmsis:,} of {budget.flash:,} bytes ({100.0 * cmsis / budget.flash:.1f}%)")
+        if cmsis > budget.flash:
+            report.notes.append(f"a CMSIS-NN build (EMC_USE_CMSIS_NN) needs {cmsis:,} bytes of flash for its "
+                                f"constants (convolution weights widened to int16), more than "
+                                f"{budget.label('flash')}: build without it")
     if budget.ram is not None:
         report.totals[f"RAM of {budget.where('ram')}"] = (f"{ram:,} of {budget.ram:,} bytes "
                                                           f"({100.0 * ram / budget.ram:.1f}%)")

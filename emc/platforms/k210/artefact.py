@@ -10,8 +10,8 @@ from .lowering.ir import F32, KPU
 
 # MACs are the multiply-accumulates of weighted layers (convolutions, dense); pools and element-wise ops are not
 # counted, in the conversion report and in `emc inspect` of the file alike.
-MAC_TYPES = {"K210_CONV", "FULLY_CONNECTED", "kpu_conv2d", "matmul", "quantized_matmul", "conv2d", "cpu_conv2d", "QUANTIZED_CONV2D",
-             "CONV2D", "cpu_quantized_conv2d", "cpu_quantized_depthwise_conv2d", "DEPTHWISE_CONV2D"}
+MAC_TYPES = {"K210_CONV", "FULLY_CONNECTED", "kpu_conv2d", "matmul", "quantized_matmul", "conv2d", "cpu_conv2d",
+             "QUANTIZED_CONV2D", "CONV2D", "cpu_quantized_conv2d", "cpu_quantized_depthwise_conv2d", "DEPTHWISE_CONV2D"}
 UNPADDING = ("K210_REMOVE_PADDING", "strided_slice")
 log = logging.getLogger(__name__)
 REPORT_COLUMNS = ["#", "type", "unit", "layer", "path", "output", "MACs", "mem in", "mem out", "weights"]

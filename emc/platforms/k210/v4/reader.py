@@ -226,7 +226,8 @@ class KModelV4:
             info = node.describe()
             rows.append({"index": node.index, "type": node.name, "unit": node.unit, "input": info.get("input"),
                          "output": info.get("output"), "memory": info.get("memory", ""), "body": node.body_size,
-                         "macs": int(info["macs"]) // (16 if self._padded_dense(node.index) else 1), "weights": int(info["weights"]), "detail": info["detail"]})
+                         "macs": int(info["macs"]) // (16 if self._padded_dense(node.index) else 1),
+                         "weights": int(info["weights"]), "detail": info["detail"]})
         return rows
 
     def _padded_dense(self, index):

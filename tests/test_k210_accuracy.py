@@ -191,3 +191,14 @@ def test_a_model_fed_the_wrong_pixel_mapping_is_told_so_in_the_report():
     assert "lies at pixel 32512.5" in wrong and "img_0_255" in wrong
     right = "\n".join(emc.convert(model, dataset=data * 255, dataset_func="img_0_255").report.notes)
     assert "0.50 pixel steps off" in right and "img_0_255" not in right
+
+
+def test_a_valid_first_conv_reads_no_padding_so_no_padding_note():
+    keras = pytest.importorskip("keras")
+    k = keras.layers
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 3))
+    model = keras.Model(inp, k.GlobalAveragePooling2D()(k.Conv2D(4, 3, padding="valid", activation="relu")(inp)))
+    data = np.random.default_rng(0).uniform(-1, 1, (8, 8, 8, 3)).astype(np.float32)
+    notes = "\n".join(emc.convert(model, dataset=data, dataset_func="img_neg1_1").report.notes)
+    assert "pixel steps" not in notes and "zero point" not in notes

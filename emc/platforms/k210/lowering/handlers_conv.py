@@ -269,7 +269,8 @@ def fold_input_transform(ctx, node, kernel, bias, plan, affine, exact=False):
         bias += kernel[:, :, :, 0].sum(axis=(0, 1)) * corr
     else:
         bias += np.einsum("hwio,i->o", kernel, corr)
-    if np.any(np.abs(corr) > 1e-6) and plan.k == 3 and not exact:
+    reads_padding = any(getattr(node.op, "pads", ()))             # a 'valid' conv's kept outputs never do
+    if np.any(np.abs(corr) > 1e-6) and plan.k == 3 and reads_padding and not exact:
         ctx.notes.append(pad_offset_note(node.name, zp_c, float(np.max(np.abs(corr)))))
     return kernel, bias, Quant(1.0, zp)
 

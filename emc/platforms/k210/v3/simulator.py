@@ -458,6 +458,7 @@ def fully_connected(m, layer):
 
 BATCHED[18] = fully_connected_batched
 
+
 def _flatten(m, layer, read):
     """CHW -> HWC (TensorFlow's flatten order)."""
     b = layer.body

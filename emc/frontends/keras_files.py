@@ -14,6 +14,8 @@ import numpy as np
 
 from ..errors import ModelLoadError, UnsupportedLayerError
 from ..graph import Graph
+from ..layers import same_pads
+from ..layers.conv import conv_out_size
 from .keras_layers import KerasLayer, config_problem, convert_layer, partial_graph, raise_problems
 
 MODEL_CLASSES = ("Functional", "Model", "Sequential")
@@ -207,7 +209,8 @@ def _output_shape(cls, config, shape):
     try:
         kernel, strides, dilation = (_per_axis(config.get(key, 1), rank)
                                      for key in ("kernel_size", "strides", "dilation_rate"))
-        spatial = [-(-n // s) if config.get("padding") == "same" else -(-(n - d * (k - 1)) // s)
+        same = config.get("padding") == "same"
+        spatial = [conv_out_size(n, k, s, d, *(same_pads(n, k, s, d) if same else (0, 0)))
                    for n, k, s, d in zip(shape[:-1], kernel, strides, dilation)]
         channels = config.get("filters") or shape[-1] * int(config.get("depth_multiplier", 1))
     except (TypeError, ValueError):

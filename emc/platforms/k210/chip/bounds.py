@@ -17,14 +17,14 @@ def span(shape):
 
 def check_shape(what, field, shape, offset, sizes=False):
     """KModelFormatError unless every dimension is >= 0 and the shape spans at most MAX_ELEMENTS. With sizes
-    (a concat's input sizes), or for a tuple longer than any tensor's rank, each entry is a size of its own."""
+    (a concat's input sizes), each entry is a size of its own."""
     if shape is None:
         return
     dims = tuple(int(d) for d in shape)
     shown = dims if len(dims) <= 6 else dims[:6] + ("...",)
     if any(d < 0 for d in dims):
         raise KModelFormatError(f"{what}: {field} {shown} has a negative dimension", offset, field)
-    if max((span((d,)) for d in dims) if sizes or len(dims) > 4 else [span(dims)], default=1) > MAX_ELEMENTS:
+    if max((span((d,)) for d in dims) if sizes else [span(dims)], default=1) > MAX_ELEMENTS:
         raise KModelFormatError(f"{what}: {field} {shown} spans more than {MAX_ELEMENTS:,} elements (zero "
                                 f"dimensions counted as 1): no tensor on the K210 holds that many", offset, field)
 
